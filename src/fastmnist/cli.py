@@ -1,0 +1,169 @@
+"""The `fastmnist` command. Each subcommand is a thin layer over one module; errors become one line + exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fastmnist.errors import FastMnistError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="auto picks CUDA when available (default: auto)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch (default: its own choice)")
+    parser.add_argument("--data-dir", help="folder with the four MNIST files (default: $FASTMNIST_DATA, then "
+                                           "the user cache)")
+    parser.add_argument("--download", action="store_true", help="download MNIST if it is not found")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def setup(args):
+    """Threads, device and data, all before any clock starts."""
+    import torch
+
+    from fastmnist.data import load_mnist
+    from fastmnist.train import pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    mnist = load_mnist(args.data_dir, allow_download=args.download)
+    return device, mnist
+
+
+def cmd_train(args) -> int:
+    from fastmnist.bench import Preparer, machine, warm_up
+    from fastmnist.checkpoint import save_model
+    from fastmnist.recipes import get_recipe
+    from fastmnist.train import train_run
+
+    recipe = get_recipe(args.recipe)
+    device, mnist = setup(args)
+    data = Preparer(mnist, device)(recipe)
+    warmup_seconds = 0.0 if args.no_warmup else warm_up(recipe, data)
+    result = train_run(recipe, data, args.seed)
+    info = machine(device)
+    record = {**result.record(), "recipe": recipe.name, "device": device.type,
+              "torch_version": info["torch_version"], "cpu_model": info["cpu_model"],
+              "threads": info["torch_threads"], "gpu": info.get("gpu"),
+              "excluded_seconds": {"data_load": mnist.load_seconds, "prepare": data.seconds,
+                                   "warmup": warmup_seconds}}
+    if args.save:
+        save_model(args.save, result.model, {k: record[k] for k in ("recipe", "seed", "accuracy", "device")})
+    if args.json:
+        print(json.dumps(record))
+    else:
+        flag = "  DIVERGED (loss became NaN/inf)" if result.diverged else ""
+        print(f"{recipe.name}: test accuracy {result.accuracy:.2f}% after {result.epochs} epoch(s) in "
+              f"{result.seconds:.2f} s on {device.type} ({info['cpu_model'] if device.type == 'cpu' else info['gpu']},"
+              f" {info['torch_threads']} threads, {result.precision}){flag}")
+        print(f"timed: model creation + training + test evaluation; not timed: data load "
+              f"{mnist.load_seconds:.2f} s, preparation {data.seconds:.2f} s, warm-up {warmup_seconds:.2f} s")
+        if args.save:
+            print(f"saved weights to {args.save}")
+    return 3 if result.diverged else 0
+
+
+def cmd_recipes(args) -> int:
+    from fastmnist.recipes import FASTEST, RECIPES, describe_changes
+
+    for recipe in RECIPES.values():
+        alias = "  (= fastest)" if recipe.name == FASTEST else ""
+        print(f"{recipe.name:<10} {recipe.summary}{alias}")
+        if args.diff:
+            parent = RECIPES.get(recipe.parent) if recipe.parent else None
+            for line in describe_changes(parent, recipe):
+                print(f"{'':<12}{line}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from fastmnist.bench import benchmark, format_table, write_json
+    from fastmnist.recipes import get_recipe
+
+    recipes = [get_recipe(name) for name in args.recipes]
+    device, mnist = setup(args)
+    report = benchmark(recipes, args.runs, mnist, device, progress=not args.no_progress)
+    print(format_table(report))
+    if args.out:
+        write_json(args.out, report)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from fastmnist.data import cache_path, load_mnist, locate
+
+    folder, looked = locate(args.data_dir)
+    print(f"looked in: {', '.join(map(str, looked))}")
+    mnist = load_mnist(args.data_dir, allow_download=args.download)
+    counts = " ".join(str(int((mnist.train_labels == d).sum())) for d in range(10))
+    print(f"MNIST OK: {len(mnist.train_labels)} training and {len(mnist.test_labels)} test images, "
+          f"verified by SHA-256, from {mnist.source}")
+    print(f"training label counts 0-9: {counts}")
+    print(f"cache: {cache_path()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fastmnist import __version__
+
+    parser = argparse.ArgumentParser(prog="fastmnist", description="Train to 99%% on MNIST as fast as the "
+                                     "hardware allows, and show where the time goes.")
+    parser.add_argument("--version", action="version", version=f"fastmnist {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one recipe, print test accuracy and time")
+    p.add_argument("--recipe", default="fastest", help="recipe name (see `fastmnist recipes`; default: fastest)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", metavar="PATH", help="write the trained weights (safetensors)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run")
+    add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("recipes", help="list the recipes")
+    p.add_argument("--diff", action="store_true", help="show what each recipe changes from its parent")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("bench", help="run recipes interleaved over seeds 0..N-1 and compare")
+    p.add_argument("recipes", nargs="+", metavar="RECIPE")
+    p.add_argument("--runs", type=positive_int, default=10, help="seeds per recipe (default: 10)")
+    p.add_argument("--out", metavar="FILE.json", help="write every run and the summary as JSON")
+    add_common(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("data", help="find, verify (and download) MNIST, build the cache")
+    p.add_argument("--data-dir", help="folder with the four MNIST files")
+    p.add_argument("--download", action="store_true", help="download from the public mirrors if missing")
+    p.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except FastMnistError as exc:
+        print(f"fastmnist: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastmnist: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""MNIST on disk: find the four files, download them when allowed, verify, parse, and cache as arrays.
+
+Everything here runs before the clock starts. The only thing the trainer needs is `load_mnist()`, which
+returns verified uint8 arrays, from a cache when a valid one exists.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+
+from fastmnist.errors import DataError
+
+MEAN, STD = 0.1307, 0.3081  # pixel statistics of the training set, scaled to [0, 1]
+MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+CACHE_FORMAT = 1  # bump when the cache layout changes
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    key: str
+    stem: str  # canonical name, e.g. "train-images-idx3-ubyte"
+    magic: int
+    shape: tuple[int, ...]
+    sha256: str  # of the decompressed IDX bytes
+    gz_md5: str  # of the original .gz on the public mirrors
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every spelling we accept: -idx3-ubyte or .idx3-ubyte, raw or gzip."""
+        dotted = self.stem.replace("-idx", ".idx")
+        return (self.stem, self.stem + ".gz", dotted, dotted + ".gz")
+
+
+FILES = (
+    IdxFile("train_images", "train-images-idx3-ubyte", 2051, (60000, 28, 28),
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    IdxFile("train_labels", "train-labels-idx1-ubyte", 2049, (60000,),
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", "d53e105ee54ea40749a09fcbcd1e9432"),
+    IdxFile("test_images", "t10k-images-idx3-ubyte", 2051, (10000, 28, 28),
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", "9fb629c4189551a2d022fa330f9573f3"),
+    IdxFile("test_labels", "t10k-labels-idx1-ubyte", 2049, (10000,),
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", "ec29112dd5afa0611ce80d1b7f02629c"),
+)
+
+
+@dataclass(frozen=True)
+class Mnist:
+    train_images: np.ndarray  # (60000, 28, 28) uint8
+    train_labels: np.ndarray  # (60000,) uint8
+    test_images: np.ndarray  # (10000, 28, 28) uint8
+    test_labels: np.ndarray  # (10000,) uint8
+    source: str  # where the data came from: a folder, or the cache file
+    load_seconds: float
+
+
+def candidate_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
+    """Where to look, in order: --data-dir alone if given, else $FASTMNIST_DATA, then the user cache."""
+    if data_dir is not None:
+        return [Path(data_dir).expanduser()]
+    dirs = []
+    if os.environ.get("FASTMNIST_DATA"):
+        dirs.append(Path(os.environ["FASTMNIST_DATA"]).expanduser())
+    dirs.append(default_data_dir())
+    return dirs
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("fastmnist")) / "mnist"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FASTMNIST_CACHE") or platformdirs.user_cache_dir("fastmnist"))
+
+
+def find_file(folder: Path, spec: IdxFile) -> Path | None:
+    for name in spec.names:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def locate(data_dir=None) -> tuple[Path | None, list[Path]]:
+    """The first candidate folder holding all four files, and every folder looked in."""
+    dirs = candidate_dirs(data_dir)
+    for folder in dirs:
+        if all(find_file(folder, spec) for spec in FILES):
+            return folder, dirs
+    return None, dirs
+
+
+def read_bytes(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{path}: not a valid gzip file, truncated or corrupt ({exc})") from None
+
+
+def parse_idx(content: bytes, spec: IdxFile, where: str) -> np.ndarray:
+    """Parse one IDX file, checking magic number, dimensions, length and (for labels) range."""
+    if len(content) < 8:
+        raise DataError(f"{where}: too short to be an IDX file ({len(content)} bytes)")
+    magic = int.from_bytes(content[:4], "big")
+    if magic != spec.magic:
+        raise DataError(f"{where}: wrong magic number {magic}, expected {spec.magic} for {spec.stem}")
+    ndim = content[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(content[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if dims != spec.shape:
+        raise DataError(f"{where}: shape {dims}, expected {spec.shape}")
+    expected = header + int(np.prod(dims))
+    if len(content) != expected:
+        raise DataError(f"{where}: {len(content)} bytes, expected {expected} (truncated or padded file)")
+    array = np.frombuffer(content, dtype=np.uint8, offset=header).reshape(dims)
+    if spec.magic == 2049 and array.max() > 9:
+        raise DataError(f"{where}: label {int(array.max())} out of range 0-9")
+    return array
+
+
+def read_folder(folder: Path, verify: bool = True) -> dict[str, np.ndarray]:
+    arrays = {}
+    for spec in FILES:
+        path = find_file(folder, spec)
+        if path is None:
+            raise DataError(f"missing {spec.stem} (or .gz) in {folder}")
+        content = read_bytes(path)
+        array = parse_idx(content, spec, str(path))
+        if verify:
+            digest = hashlib.sha256(content).hexdigest()
+            if digest != spec.sha256:
+                raise DataError(f"{path}: SHA-256 of the content is {digest[:16]}..., expected "
+                                f"{spec.sha256[:16]}... (wrong or damaged file)")
+        arrays[spec.key] = array
+    return arrays
+
+
+def download(folder: Path) -> None:
+    """Fetch the four .gz files from the public mirrors into `folder`, verified by MD5."""
+    import pooch  # only needed here; keeps `import fastmnist` light
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for spec in FILES:
+        if find_file(folder, spec):
+            continue
+        errors = []
+        for mirror in MIRRORS:
+            try:
+                pooch.retrieve(mirror + spec.stem + ".gz", known_hash="md5:" + spec.gz_md5,
+                               fname=spec.stem + ".gz", path=folder, progressbar=True)
+                break
+            except Exception as exc:  # network errors come in many types; we report them all
+                errors.append(f"{mirror}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        else:
+            raise DataError(f"could not download {spec.stem}.gz ({'; '.join(errors)}); without network, "
+                            f"point --data-dir or FASTMNIST_DATA at a folder holding the four MNIST files")
+
+
+def cache_path() -> Path:
+    key = hashlib.sha256("".join(spec.sha256 for spec in FILES).encode()).hexdigest()[:16]
+    return cache_dir() / f"mnist-v{CACHE_FORMAT}-{key}.npz"
+
+
+def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for spec in FILES:
+        h.update(np.ascontiguousarray(arrays[spec.key]).tobytes())
+    return h.hexdigest()
+
+
+def read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when the cache is absent or fails its own digest (then it is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {spec.key: stored[spec.key] for spec in FILES}
+            digest = str(stored["digest"])
+        if all(arrays[spec.key].shape == spec.shape for spec in FILES) and digest == arrays_digest(arrays):
+            return arrays
+    except Exception:  # any unreadable cache is simply rebuilt
+        pass
+    return None
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder and rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    atomic_write(path, lambda f: np.savez(f, digest=np.array(arrays_digest(arrays)), **arrays))
+
+
+def load_mnist(data_dir=None, allow_download: bool = False, use_cache: bool = True) -> Mnist:
+    """Verified MNIST arrays. The cache is trusted only when it matches its own digest."""
+    start = time.perf_counter()
+    cached = read_cache(cache_path()) if use_cache else None
+    if cached is not None and data_dir is None:
+        return Mnist(**cached, source=str(cache_path()), load_seconds=time.perf_counter() - start)
+    folder, looked = locate(data_dir)
+    if folder is None:
+        if not allow_download:
+            missing = [spec.stem for spec in FILES if not find_file(looked[0], spec)]
+            raise DataError(f"MNIST not found: missing {', '.join(missing)} (looked in "
+                            f"{', '.join(map(str, looked))}); run `fastmnist data --download` or set FASTMNIST_DATA")
+        folder = looked[0]
+        download(folder)
+    arrays = read_folder(folder)
+    if use_cache:
+        try:
+            write_cache(cache_path(), arrays)
+        except OSError:
+            pass  # a read-only cache folder only costs speed next time
+    return Mnist(**arrays, source=str(folder), load_seconds=time.perf_counter() - start)

@@ -1,0 +1,242 @@
+"""One training run of a recipe: prepare the data (untimed), then create, train and test a model (timed).
+
+Read top to bottom, `train_run` is the whole recipe: model, optimiser, schedule, epochs, evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from fastmnist.data import MEAN, STD, Mnist
+from fastmnist.errors import FastMnistError
+from fastmnist.models import ConvNet
+from fastmnist.recipes import Recipe
+
+PREPARED_ORDER_SEED = 0  # stage 3 on: the training set is shuffled once, at preparation, then walked in order
+WARMUP_BATCHES = 8  # a warm-up run trains on this many batches, then the last (partial) one, then tests
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FastMnistError("--device cuda asked for, but PyTorch sees no CUDA device (try --device cpu)")
+    if name not in ("cpu", "cuda"):
+        raise FastMnistError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True where bf16 matrix maths runs in hardware (CUDA Ampere+, or a CPU with AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_feature("avx512_bf16") or cpu_feature("amx_tile")
+
+
+def cpu_feature(name: str) -> bool:
+    """Ask PyTorch's own CPU probe (private API, so absent means unsupported)."""
+    probe = getattr(torch.cpu, f"_is_{name}_supported", None)
+    return bool(probe and probe())
+
+
+def effective_precision(recipe: Recipe, device: torch.device) -> str:
+    return "bf16" if recipe.precision == "bf16" and native_bf16(device) else "fp32"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class NormalizingDataset(Dataset):
+    """The seed's stages 0-2: each uint8 image becomes a normalised float tensor on access, one at a time
+    (ToTensor + Normalize). That per-sample cost is what stage 3 removes."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        image = torch.from_numpy(self.images[index]).to(torch.float32).div_(255).unsqueeze_(0)
+        return image.sub_(MEAN).div_(STD), int(self.labels[index])
+
+
+@dataclass
+class PreparedData:
+    """What a run needs, already in place: whole tensors on the device, or per-sample datasets."""
+    device: torch.device
+    train: tuple  # (images, labels) tensors, or a Dataset
+    test: tuple
+    seconds: float  # preparation time, reported beside the timed figure
+
+
+def normalise(images: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = torch.from_numpy(images).to(device).unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def prepare(mnist: Mnist, recipe: Recipe, device: torch.device) -> PreparedData:
+    start = time.perf_counter()
+    if recipe.data_path == "dataloader":
+        train = NormalizingDataset(mnist.train_images, mnist.train_labels)
+        test = NormalizingDataset(mnist.test_images, mnist.test_labels)
+    else:
+        order = torch.randperm(len(mnist.train_labels), generator=torch.Generator().manual_seed(PREPARED_ORDER_SEED))
+        labels = torch.from_numpy(mnist.train_labels.astype(np.int64))[order]
+        train = (normalise(mnist.train_images[order.numpy()], device, recipe.channels_last), labels.to(device))
+        test = (normalise(mnist.test_images, device, recipe.channels_last),
+                torch.from_numpy(mnist.test_labels.astype(np.int64)).to(device))
+    sync(device)
+    return PreparedData(device, train, test, time.perf_counter() - start)
+
+
+def preparation_key(recipe: Recipe) -> tuple:
+    return recipe.data_path, recipe.channels_last
+
+
+@dataclass
+class RunResult:
+    recipe: str
+    seed: int
+    accuracy: float  # percent, on the full 10k test set
+    seconds: float  # model creation + training + testing
+    epochs: int
+    epoch_accuracies: list[float]
+    diverged: bool
+    precision: str
+    images_seen: int
+    model: torch.nn.Module | None = field(default=None, repr=False)
+
+    def record(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "model"}
+
+
+def batches_per_epoch(n: int, recipe: Recipe) -> int:
+    return n // recipe.batch_size if recipe.drop_last else math.ceil(n / recipe.batch_size)
+
+
+def make_optimizer(recipe: Recipe, params):
+    if recipe.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=True,
+                               weight_decay=recipe.weight_decay)
+    raise FastMnistError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def make_schedule(recipe: Recipe, optimizer, steps_per_epoch: int):
+    """Returns (scheduler, steps per batch?): onecycle steps every batch, step-decay every epoch."""
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, pct_start=recipe.pct_start,
+                                                   total_steps=recipe.epochs * steps_per_epoch,
+                                                   cycle_momentum=False), True
+    if recipe.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=recipe.gamma), False
+    raise FastMnistError(f"unknown schedule {recipe.schedule!r}")
+
+
+def train_batches(data: PreparedData, recipe: Recipe, seed: int, warmup: bool):
+    """An epoch's batches and their count. In-memory data is sliced in its fixed prepared order."""
+    if recipe.data_path == "dataloader":
+        cuda = data.device.type == "cuda"
+        loader = DataLoader(data.train, batch_size=recipe.batch_size, shuffle=True, drop_last=recipe.drop_last,
+                            generator=torch.Generator().manual_seed(seed),
+                            num_workers=1 if cuda else 0, pin_memory=cuda)
+        count = len(loader)
+
+        def epoch():
+            for i, (x, y) in enumerate(loader):
+                if warmup and WARMUP_BATCHES <= i < count - 1:
+                    continue
+                yield x.to(data.device, non_blocking=True), y.to(data.device, non_blocking=True)
+        return epoch, count
+    images, labels = data.train
+    n = int(len(labels) * recipe.train_fraction)
+    count = batches_per_epoch(n, recipe)
+    bs = recipe.batch_size
+    indices = [*range(min(WARMUP_BATCHES, count - 1)), count - 1] if warmup else range(count)
+
+    def epoch():
+        for i in indices:
+            yield images[i * bs: min((i + 1) * bs, n)], labels[i * bs: min((i + 1) * bs, n)]
+    return epoch, count
+
+
+def test_batches(data: PreparedData, recipe: Recipe):
+    if recipe.data_path == "dataloader":
+        loader = DataLoader(data.test, batch_size=recipe.test_batch_size, shuffle=False)
+        return ((x.to(data.device), y.to(data.device)) for x, y in loader)
+    images, labels = data.test
+    bs = recipe.test_batch_size
+    return ((images[i:i + bs], labels[i:i + bs]) for i in range(0, len(labels), bs))
+
+
+def evaluate(model, batches, autocast) -> float:
+    model.eval()
+    correct = total = 0
+    with torch.no_grad(), autocast():
+        for x, y in batches:
+            correct += (model(x).argmax(1) == y).sum()
+            total += len(y)
+    model.train()
+    return 100.0 * int(correct) / total
+
+
+def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = False) -> RunResult:
+    """Model creation, training and the test evaluation(s): everything between the two clock readings."""
+    device = data.device
+    precision = effective_precision(recipe, device)
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
+    torch.manual_seed(seed)
+    sync(device)
+    start = time.perf_counter()
+
+    model = ConvNet(recipe.net).to(device)
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if recipe.compile else model
+    epoch_batches, steps_per_epoch = train_batches(data, recipe, seed, warmup)
+    optimizer = make_optimizer(recipe, model.parameters())
+    scheduler, per_batch = make_schedule(recipe, optimizer, steps_per_epoch)
+    loss_sum = torch.zeros((), device=device)
+    epoch_accuracies, images_seen, diverged = [], 0, False
+    model.train()
+    for epoch in range(1 if warmup else recipe.epochs):
+        for x, y in epoch_batches():
+            with autocast():
+                output = forward(x)
+            if recipe.label_smoothing:
+                loss = F.cross_entropy(output.float(), y, label_smoothing=recipe.label_smoothing)
+            else:
+                loss = F.nll_loss(output.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if per_batch:
+                scheduler.step()
+            loss_sum += loss.detach()
+            images_seen += len(y)
+        if not per_batch:
+            scheduler.step()
+        diverged = not bool(torch.isfinite(loss_sum))  # one check an epoch: no per-step sync
+        last_epoch = diverged or epoch == recipe.epochs - 1 or warmup
+        if recipe.eval_every_epoch or last_epoch:
+            epoch_accuracies.append(evaluate(forward, test_batches(data, recipe), autocast))
+            if diverged or (recipe.early_stop and epoch_accuracies[-1] >= recipe.target):
+                break
+
+    sync(device)
+    seconds = time.perf_counter() - start
+    return RunResult(recipe.name, seed, epoch_accuracies[-1], seconds, epoch + 1, epoch_accuracies, diverged,
+                     precision, images_seen, model)
