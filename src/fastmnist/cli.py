@@ -27,6 +27,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                                            "the user cache)")
     parser.add_argument("--download", action="store_true", help="download MNIST if it is not found")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe field, e.g. --set lr=0.02 --set conv1=16 (repeatable)")
 
 
 def setup(args):
@@ -46,10 +48,10 @@ def setup(args):
 def cmd_train(args) -> int:
     from fastmnist.bench import Preparer, machine, warm_up
     from fastmnist.checkpoint import save_model
-    from fastmnist.recipes import get_recipe
+    from fastmnist.recipes import get_recipe, with_overrides
     from fastmnist.train import train_run
 
-    recipe = get_recipe(args.recipe)
+    recipe = with_overrides(get_recipe(args.recipe), args.set)
     device, mnist = setup(args)
     data = Preparer(mnist, device)(recipe)
     warmup_seconds = 0.0 if args.no_warmup else warm_up(recipe, data)
@@ -91,9 +93,9 @@ def cmd_recipes(args) -> int:
 
 def cmd_bench(args) -> int:
     from fastmnist.bench import benchmark, format_table, write_json
-    from fastmnist.recipes import get_recipe
+    from fastmnist.recipes import get_recipe, with_overrides
 
-    recipes = [get_recipe(name) for name in args.recipes]
+    recipes = [with_overrides(get_recipe(name), args.set) for name in args.recipes]
     device, mnist = setup(args)
     report = benchmark(recipes, args.runs, mnist, device, progress=not args.no_progress)
     print(format_table(report))

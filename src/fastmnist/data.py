@@ -123,7 +123,7 @@ def parse_idx(content: bytes, spec: IdxFile, where: str) -> np.ndarray:
     expected = header + int(np.prod(dims))
     if len(content) != expected:
         raise DataError(f"{where}: {len(content)} bytes, expected {expected} (truncated or padded file)")
-    array = np.frombuffer(content, dtype=np.uint8, offset=header).reshape(dims)
+    array = np.frombuffer(content, dtype=np.uint8, offset=header).reshape(dims).copy()  # owned, writable
     if spec.magic == 2049 and array.max() > 9:
         raise DataError(f"{where}: label {int(array.max())} out of range 0-9")
     return array

@@ -24,7 +24,8 @@ class Recipe:
     drop_last: bool = False  # floor (True) or ceil (False) batches per epoch
     optimizer: str = "adadelta"  # adadelta | adam | sgd
     lr: float = 1.0  # the peak lr under onecycle
-    betas: tuple[float, float] = (0.9, 0.999)  # adam
+    beta1: float = 0.9  # adam
+    beta2: float = 0.999
     momentum: float = 0.9  # sgd (nesterov)
     weight_decay: float = 0.0
     schedule: str = "step"  # step: x gamma each epoch | onecycle: stepped every batch
@@ -97,13 +98,81 @@ def build_ladder() -> dict[str, Recipe]:
     s6 = derive(s5, "stage6", "batch 256", batch_size=256)
     s7 = derive(s6, "stage7", "widths 32/64 -> 24/32, last dropout removed", net=NETS["C"])
     s8 = derive(s7, "stage8", "conv1 kernel 5, fc 256, pool before ReLU, Adam, 1 epoch", net=NETS["D"],
-                optimizer="adam", lr=0.01, betas=(0.7, 0.9), epochs=1, test_batch_size=2000)
+                optimizer="adam", lr=0.01, beta1=0.7, beta2=0.9, epochs=1, test_batch_size=2000)
     stages = [s0, s1, s2, s3, s4, s5, s6, s7, s8]
     return {r.name: r for r in stages}
 
 
 RECIPES = build_ladder()
 FASTEST = "stage8"  # the best recipe so far; `fastest` is its alias
+
+
+# Allowed ranges for values given on the command line (--set, sweep --param), in interval notation.
+PARAM_BOUNDS = {
+    "batch_size": "[1, 60000]", "test_batch_size": "[1, 10000]", "epochs": "[1, 100]", "lr": "(0, 100]",
+    "beta1": "[0, 1)", "beta2": "[0, 1)", "momentum": "[0, 1)", "weight_decay": "[0, 1]", "gamma": "(0, 1]",
+    "pct_start": "(0, 1)", "target": "(0, 100]", "train_fraction": "(0, 1]", "label_smoothing": "[0, 1)",
+    "dropout1": "[0, 1)", "dropout2": "[0, 1)", "conv1": "[1, 1024]", "conv2": "[1, 1024]", "fc": "[1, 8192]",
+    "kernel1": "[1, 7]", "kernel2": "[1, 5]",
+}
+
+
+def in_bounds(value: float, interval: str) -> bool:
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    return above and below
+
+
+def tunable_params() -> list[str]:
+    """Every field that --set and sweep --param accept: the recipe's own and its network's."""
+    own = [f.name for f in dataclasses.fields(Recipe) if f.name not in BOOKKEEPING | {"net"}]
+    return own + sorted(NET_FIELDS)
+
+
+def parse_param(recipe: Recipe, key: str, text: str):
+    """Parse `text` as the type of `recipe.key`, checking choices and bounds."""
+    if key not in tunable_params():
+        raise FastMnistError(f"unknown parameter {key!r}; valid: {', '.join(tunable_params())}")
+    current = getattr(recipe.net if key in NET_FIELDS else recipe, key)
+    text = text.strip()
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            value = text.lower() in ("true", "1", "yes")
+        elif isinstance(current, int):
+            value = int(text)
+        elif isinstance(current, float):
+            value = float(text)
+        else:
+            value = text
+    except ValueError:
+        raise FastMnistError(f"{key}={text!r}: expected a {type(current).__name__}") from None
+    if key in PARAM_CHOICES and value not in PARAM_CHOICES[key]:
+        raise FastMnistError(f"{key}={text!r}: choose from {', '.join(PARAM_CHOICES[key])}")
+    if key in PARAM_BOUNDS and not in_bounds(value, PARAM_BOUNDS[key]):
+        raise FastMnistError(f"{key}={text!r}: out of range {PARAM_BOUNDS[key]}")
+    return value
+
+
+def split_assignment(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise FastMnistError(f"{text!r}: expected KEY=VALUE")
+    key, value = text.split("=", 1)
+    return key.strip(), value
+
+
+def with_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
+    """The recipe with KEY=VALUE assignments applied; the name gains a marker so reports show it."""
+    if not assignments:
+        return recipe
+    changes = {}
+    for text in assignments:
+        key, value = split_assignment(text)
+        changes[key] = parse_param(recipe, key, value)
+    label = ",".join(f"{k}={v}" for k, v in changes.items())
+    return derive(recipe, f"{recipe.name}[{label}]", f"{recipe.name} with {label}", **changes)
 
 
 def get_recipe(name: str) -> Recipe:

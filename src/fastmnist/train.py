@@ -128,7 +128,7 @@ def make_optimizer(recipe: Recipe, params):
     if recipe.optimizer == "adadelta":
         return torch.optim.Adadelta(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
+        return torch.optim.Adam(params, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2), weight_decay=recipe.weight_decay)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=True,
                                weight_decay=recipe.weight_decay)

@@ -1,0 +1,52 @@
+"""Shared fixtures: synthetic IDX files for the data checks, and a slice of real MNIST for training tests."""
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastmnist.data import FILES, Mnist, load_mnist
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "mnist"
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_synthetic(folder: Path, gz: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
+    """Four well-formed IDX files of the real shapes (random content, so checksums will not match)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for spec in FILES:
+        array = rng.integers(0, 10 if spec.magic == 2049 else 256, size=spec.shape, dtype=np.uint8)
+        content = idx_bytes(array, spec.magic)
+        path = folder / (spec.stem + (".gz" if gz else ""))
+        path.write_bytes(gzip.compress(content, compresslevel=1) if gz else content)
+        arrays[spec.key] = array
+    return arrays
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Every test gets its own cache folder, so none sees another's (or the user's) cache."""
+    monkeypatch.setenv("FASTMNIST_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def real_mnist() -> Mnist:
+    """The real, verified MNIST: from $FASTMNIST_DATA (CI sets it), else ../shared/mnist."""
+    folder = os.environ.get("FASTMNIST_DATA") or str(SHARED_MNIST)
+    if not Path(folder).is_dir():
+        pytest.skip("real MNIST not available: set FASTMNIST_DATA")
+    return load_mnist(folder, use_cache=False)
+
+
+@pytest.fixture(scope="session")
+def small_mnist(real_mnist) -> Mnist:
+    """6,000 training and 2,000 test images: enough to learn far above chance in seconds."""
+    return Mnist(real_mnist.train_images[:6000], real_mnist.train_labels[:6000],
+                 real_mnist.test_images[:2000], real_mnist.test_labels[:2000], real_mnist.source, 0.0)

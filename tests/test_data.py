@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+
+from fastmnist.data import FILES, cache_path, load_mnist, parse_idx, read_cache, write_cache
+from fastmnist.errors import DataError
+from tests.conftest import idx_bytes, write_synthetic
+
+LABELS = FILES[1]
+IMAGES = FILES[2]
+
+
+def test_parse_idx_round_trip():
+    images = np.arange(10000 * 28 * 28, dtype=np.uint64).astype(np.uint8).reshape(10000, 28, 28)
+    parsed = parse_idx(idx_bytes(images, 2051), IMAGES, "x")
+    assert parsed.shape == (10000, 28, 28)
+    assert np.array_equal(parsed, images)
+
+
+@pytest.mark.parametrize("content, message", [
+    (idx_bytes(np.zeros(60000, np.uint8), 2051), "wrong magic number 2051"),
+    (idx_bytes(np.zeros(60000, np.uint8), 2049)[:-5], "truncated"),
+    (idx_bytes(np.zeros(59999, np.uint8), 2049), "shape (59999,)"),
+    (idx_bytes(np.full(60000, 10, np.uint8), 2049), "label 10 out of range"),
+    (b"\x00\x00", "too short"),
+])
+def test_parse_idx_rejects(content, message):
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_idx(content, LABELS, "labels-file")
+
+
+def test_real_data_is_verified_and_sane(real_mnist):
+    assert real_mnist.train_images.shape == (60000, 28, 28)
+    assert list(real_mnist.train_labels[:5]) == [5, 0, 4, 1, 9]
+    assert np.bincount(real_mnist.test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert abs(real_mnist.train_images.mean() / 255 - 0.1307) < 1e-3
+
+
+def test_checksum_mismatch_is_refused(tmp_path):
+    write_synthetic(tmp_path)
+    with pytest.raises(DataError, match="SHA-256"):
+        load_mnist(tmp_path)
+
+
+def test_missing_file_names_file_and_folder(tmp_path):
+    write_synthetic(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=f"missing t10k-labels-idx1-ubyte .*{tmp_path}"):
+        load_mnist(tmp_path)
+
+
+def test_truncated_gzip_is_refused(tmp_path):
+    write_synthetic(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"  # the first file read
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match="not a valid gzip file"):
+        load_mnist(tmp_path)
+
+
+def test_no_network_download_fails_with_advice(tmp_path, monkeypatch):
+    import pooch
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("network unreachable")
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    with pytest.raises(DataError, match="without network, point --data-dir or FASTMNIST_DATA"):
+        load_mnist(tmp_path / "empty", allow_download=True)
+
+
+def test_raw_and_dotted_spellings_are_found(tmp_path, real_mnist):
+    for spec in FILES:
+        array = getattr(real_mnist, spec.key)
+        (tmp_path / spec.stem.replace("-idx", ".idx")).write_bytes(idx_bytes(array, spec.magic))
+    mnist = load_mnist(tmp_path)
+    assert np.array_equal(mnist.test_labels, real_mnist.test_labels)
+
+
+def test_cache_round_trip_and_corrupt_cache_is_rebuilt(real_mnist, monkeypatch):
+    shared = real_mnist.source
+    first = load_mnist(shared)  # reads the folder, writes the cache
+    assert cache_path().is_file()
+    cached = read_cache(cache_path())
+    assert cached is not None and np.array_equal(cached["train_labels"], first.train_labels)
+    from_cache = load_mnist()
+    assert from_cache.source == str(cache_path())
+    # flip bytes in the middle of the cache: it must fail its digest and be rebuilt, not trusted
+    blob = bytearray(cache_path().read_bytes())
+    blob[len(blob) // 2: len(blob) // 2 + 64] = bytes(64)
+    cache_path().write_bytes(bytes(blob))
+    assert read_cache(cache_path()) is None
+    monkeypatch.setenv("FASTMNIST_DATA", shared)
+    rebuilt = load_mnist()
+    assert rebuilt.source == shared
+    assert read_cache(cache_path()) is not None
+
+
+def test_cache_write_is_atomic(tmp_path, monkeypatch):
+    arrays = {spec.key: np.zeros(spec.shape, np.uint8) for spec in FILES}
+
+    def broken_savez(handle, **kwargs):
+        handle.write(b"half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(tmp_path / "c.npz", arrays)
+    assert list(tmp_path.iterdir()) == []
