@@ -19,7 +19,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_common(parser: argparse.ArgumentParser) -> None:
+def add_common(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto picks CUDA when available (default: auto)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch (default: its own choice)")
@@ -27,8 +27,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                                            "the user cache)")
     parser.add_argument("--download", action="store_true", help="download MNIST if it is not found")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe field, e.g. --set lr=0.02 --set conv1=16 (repeatable)")
+    if overrides:
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a recipe field, e.g. --set lr=0.02 --set conv1=16 (repeatable)")
 
 
 def setup(args):
@@ -105,6 +106,22 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_ladder(args) -> int:
+    from pathlib import Path
+
+    from fastmnist.ladder import parse_stages, run_ladder
+    from fastmnist.report import write_ladder_report
+
+    stages = parse_stages(args.stages)
+    device, mnist = setup(args)
+    out_dir = Path(args.out)
+    report = run_ladder(stages, args.runs, mnist, device, out_dir, progress=not args.no_progress)
+    md, png = write_ladder_report(report, out_dir)
+    print(md.read_text())
+    print(f"wrote {out_dir / 'ladder.json'}, {md}, {png}")
+    return 0
+
+
 def cmd_data(args) -> int:
     from fastmnist.data import cache_path, load_mnist, locate
 
@@ -146,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.json", help="write every run and the summary as JSON")
     add_common(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("ladder", help="run the ladder's stages and write ladder.json/.md/.png")
+    p.add_argument("--stages", default="all", help="e.g. 0-8, 3,5,9-12 or all (default: all)")
+    p.add_argument("--runs", type=positive_int, default=5, help="seeds per stage (default: 5)")
+    p.add_argument("--out", default="ladder", metavar="DIR", help="output folder; stages already in its "
+                   "ladder.json and not selected are kept (default: ./ladder)")
+    add_common(p, overrides=False)
+    p.set_defaults(func=cmd_ladder)
 
     p = sub.add_parser("data", help="find, verify (and download) MNIST, build the cache")
     p.add_argument("--data-dir", help="folder with the four MNIST files")

@@ -1,0 +1,106 @@
+"""Each ladder stage against LADDER.md, and the recipe machinery (derive, diff, overrides)."""
+
+import pytest
+import torch
+
+from fastmnist.errors import FastMnistError
+from fastmnist.ladder import parse_stages
+from fastmnist.models import NETS, ConvNet, flops_per_image, parameter_count
+from fastmnist.recipes import RECIPES, describe_changes, get_recipe, parse_param, with_overrides
+
+# LADDER.md, one row a stage: net, data path, batch, optimiser, lr, schedule, epochs, early stop,
+# floor batches (drop_last), test batch
+SPEC = {
+    "stage0": ("A", "dataloader", 64, "adadelta", 1.0, "step", 14, False, False, 1000),
+    "stage1": ("A", "dataloader", 64, "adadelta", 1.0, "step", 14, True, False, 1000),
+    "stage2": ("B", "dataloader", 64, "adadelta", 1.0, "step", 14, True, False, 1000),
+    "stage3": ("B", "memory", 64, "adadelta", 1.0, "step", 14, True, True, 1000),
+    "stage4": ("B", "memory", 128, "adadelta", 1.0, "step", 14, True, True, 1000),
+    "stage5": ("B", "memory", 128, "adadelta", 4.0, "onecycle", 2, False, False, 1000),
+    "stage6": ("B", "memory", 256, "adadelta", 4.0, "onecycle", 2, False, False, 1000),
+    "stage7": ("C", "memory", 256, "adadelta", 4.0, "onecycle", 2, False, False, 1000),
+    "stage8": ("D", "memory", 256, "adam", 0.01, "onecycle", 1, False, False, 2000),
+}
+# parameter counts from the layer shapes in LADDER.md (weights + biases)
+PARAMS = {"A": 320 + 18496 + 1179776 + 1290, "B": 320 + 18496 + 204928 + 1290,
+          "C": 240 + 6944 + 102528 + 1290, "D": 624 + 6944 + 205056 + 2570}
+
+
+@pytest.mark.parametrize("name", SPEC)
+def test_stage_matches_ladder(name):
+    r = RECIPES[name]
+    net, path, batch, optimizer, lr, schedule, epochs, early, floor, test_batch = SPEC[name]
+    assert r.net == NETS[net]
+    assert (r.data_path, r.batch_size, r.optimizer, r.lr, r.schedule, r.epochs, r.early_stop, r.drop_last,
+            r.test_batch_size) == (path, batch, optimizer, lr, schedule, epochs, early, floor, test_batch)
+    assert r.eval_every_epoch and r.train_fraction == 1.0 and r.label_smoothing == 0.0
+    assert r.precision == "fp32" and not r.channels_last and not r.compile
+    assert r.gamma == 0.7 and r.pct_start == 0.3
+    if optimizer == "adam":
+        assert (r.beta1, r.beta2) == (0.7, 0.9)
+
+
+@pytest.mark.parametrize("net", PARAMS)
+def test_network_parameter_counts_and_shapes(net):
+    assert parameter_count(NETS[net]) == PARAMS[net]
+    out = ConvNet(NETS[net])(torch.zeros(3, 1, 28, 28))
+    assert out.shape == (3, 10)
+    assert torch.allclose(out.exp().sum(1), torch.ones(3))  # log-probabilities
+
+
+def test_net_layers_as_ladder_says():
+    a, d = ConvNet(NETS["A"]), ConvNet(NETS["D"])
+    assert isinstance(a.dropout1, torch.nn.Dropout2d) and isinstance(a.dropout2, torch.nn.Dropout)
+    assert d.conv1.kernel_size == (5, 5) and d.fc1.in_features == 800 and d.fc1.out_features == 256
+    assert isinstance(ConvNet(NETS["C"]).dropout2, torch.nn.Identity)
+
+
+def test_pool_before_relu_is_the_same_function():
+    torch.manual_seed(0)
+    before = ConvNet(NETS["D"])
+    after = ConvNet(NETS["D"].__class__(**{**NETS["D"].__dict__, "pool_before_relu": False}))
+    after.load_state_dict(before.state_dict())
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.allclose(before(x), after(x), atol=1e-6)
+
+
+def test_flops_of_stage8():
+    train, infer = flops_per_image(NETS["D"])
+    # forward MACs: conv1 24*24*24*25 + conv2 10*10*32*24*9 + fc 800*256 + 256*10
+    macs = 345600 + 691200 + 204800 + 2560
+    assert infer == 2 * macs
+    assert train == 3 * infer - 2 * 345600
+
+
+def test_ladder_is_data_each_stage_one_named_change():
+    assert describe_changes(RECIPES["stage3"], RECIPES["stage4"]) == ["batch_size 64 -> 128"]
+    assert any(line.startswith("net B -> C") for line in describe_changes(RECIPES["stage6"], RECIPES["stage7"]))
+    for recipe in RECIPES.values():
+        if recipe.parent:
+            assert recipe.changes, recipe.name
+            assert RECIPES[recipe.parent] != recipe
+
+
+def test_fastest_alias():
+    assert get_recipe("fastest").name in RECIPES
+    with pytest.raises(FastMnistError, match="unknown recipe"):
+        get_recipe("stage99")
+
+
+def test_overrides_parse_and_validate():
+    r = with_overrides(get_recipe("stage8"), ["lr=0.02", "conv1=16", "channels_last=true", "optimizer=sgd"])
+    assert (r.lr, r.net.conv1, r.channels_last, r.optimizer) == (0.02, 16, True, "sgd")
+    assert r.name == "stage8[lr=0.02,conv1=16,channels_last=True,optimizer=sgd]"
+    for bad, message in [("lr", "x"), ("batch_size", "0"), ("optimizer", "lion"), ("nope", "1"),
+                         ("channels_last", "maybe"), ("train_fraction", "1.5")]:
+        with pytest.raises(FastMnistError):
+            parse_param(get_recipe("stage8"), bad, message)
+    assert parse_param(get_recipe("stage8"), "weight_decay", "0") == 0.0
+
+
+def test_parse_stages():
+    assert [r.name for r in parse_stages("0-2,8")] == ["stage0", "stage1", "stage2", "stage8"]
+    assert len(parse_stages("all")) == len([n for n in RECIPES if n.startswith("stage")])
+    for bad in ("x", "0-99"):
+        with pytest.raises(FastMnistError):
+            parse_stages(bad)
