@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from fastmnist import __version__
-from fastmnist.data import Mnist, atomic_write
+from fastmnist.data import Mnist, write_text
 from fastmnist.models import flops_per_image
 from fastmnist.recipes import Recipe
 from fastmnist.train import PreparedData, cpu_feature, RunResult, effective_precision, prepare, preparation_key, train_run
@@ -166,5 +166,4 @@ def format_table(report: dict) -> str:
 
 
 def write_json(path: str | Path, payload: dict) -> None:
-    text = json.dumps(payload, indent=1, default=str).encode()
-    atomic_write(Path(path), lambda f: f.write(text))
+    write_text(Path(path), json.dumps(payload, indent=1, default=str))

@@ -122,6 +122,42 @@ def cmd_ladder(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from pathlib import Path
+
+    from fastmnist.bench import machine, write_json
+    from fastmnist.data import write_text
+    from fastmnist.recipes import get_recipe
+    from fastmnist.sweep import (JobStore, SweepSpec, coordinate_ascent, default_study_name, open_study,
+                                 parse_params, real_job_runner, sweep_plots, sweep_table)
+
+    recipe = get_recipe(args.recipe)
+    spec = SweepSpec(recipe, parse_params(recipe, args.param), args.runs, args.rounds, args.objective, args.target)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{out_dir / 'sweep.db'}"
+    study_name = args.study or default_study_name(spec)
+    store = JobStore(open_study(storage, study_name), args.stale_after)
+    device, mnist = setup(args)
+
+    def show(point, seed, result):
+        if not args.no_progress:
+            label = ", ".join(f"{k}={v}" for k, v in point.items())
+            print(f"  {label} seed {seed}: {result['accuracy']:.2f}% {result['seconds']:.2f}s", file=sys.stderr)
+
+    record = coordinate_ascent(spec, store, real_job_runner(spec, mnist, device), on_result=show)
+    record.update({"kind": "sweep", "recipe": recipe.name, "objective": args.objective, "target": args.target,
+                   "runs_per_point": args.runs, "study": study_name, "storage": storage,
+                   "machine": machine(device)})
+    table = sweep_table(record)
+    print(table)
+    write_json(out_dir / "sweep.json", record)
+    write_text(out_dir / "sweep.md", "```\n" + table + "\n```\n")
+    pictures = sweep_plots(record, out_dir)
+    print(f"wrote {out_dir / 'sweep.json'}, {out_dir / 'sweep.md'}, {', '.join(map(str, pictures))}")
+    return 0
+
+
 def cmd_data(args) -> int:
     from fastmnist.data import cache_path, load_mnist, locate
 
@@ -171,6 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "ladder.json and not selected are kept (default: ./ladder)")
     add_common(p, overrides=False)
     p.set_defaults(func=cmd_ladder)
+
+    p = sub.add_parser("sweep", help="coordinate-ascent search, many seeds per point, resumable")
+    p.add_argument("--recipe", default="fastest", help="the starting recipe (default: fastest)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="a parameter and the values to try (repeatable; optimised in the order given)")
+    p.add_argument("--runs", type=positive_int, default=30, help="seeds per point (default: 30)")
+    p.add_argument("--rounds", type=positive_int, default=1, help="passes over all parameters (default: 1)")
+    p.add_argument("--objective", choices=("accuracy", "time"), default="accuracy",
+                   help="keep the best mean accuracy, or the fastest whose mean accuracy >= --target")
+    p.add_argument("--target", type=float, default=99.0, help="accuracy target for --objective time")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/sweep.db); "
+                   "postgresql://... lets workers on several machines share one sweep")
+    p.add_argument("--study", help="study name (default: derived from recipe, params and runs)")
+    p.add_argument("--stale-after", type=float, default=1800.0, metavar="SECONDS",
+                   help="a run claimed this long ago without a result is taken as lost and rerun")
+    p.add_argument("--out", default="sweep", metavar="DIR", help="where sweep.json/.md/.png go")
+    add_common(p, overrides=False)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("data", help="find, verify (and download) MNIST, build the cache")
     p.add_argument("--data-dir", help="folder with the four MNIST files")

@@ -207,6 +207,10 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def write_text(path: Path, text: str) -> None:
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
 def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, lambda f: np.savez(f, digest=np.array(arrays_digest(arrays)), **arrays))
 

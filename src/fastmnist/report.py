@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastmnist.bench import recipe_record
-from fastmnist.data import atomic_write
+from fastmnist.data import atomic_write, write_text
 from fastmnist.recipes import RECIPES, Recipe, describe_changes
 
 # The seed's own times (LADDER.md, GTX 1660 Ti laptop GPU): its claims, shown beside ours, not ours.
@@ -94,7 +94,6 @@ def save_figure(fig, path: Path) -> None:
 
 def write_ladder_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
     md, png = out_dir / "ladder.md", out_dir / "ladder.png"
-    text = ladder_markdown(report).encode()
-    atomic_write(md, lambda f: f.write(text))
+    write_text(md, ladder_markdown(report))
     ladder_plot(report, png)
     return md, png
