@@ -158,6 +158,58 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def load_test_data(args):
+    from fastmnist.data import load_mnist
+
+    return load_mnist(args.data_dir, allow_download=args.download)
+
+
+def cmd_evaluate(args) -> int:
+    from fastmnist.checkpoint import load_model
+    from fastmnist.use import evaluate, format_evaluation, save_error_grid
+
+    model, info = load_model(args.model)
+    mnist = load_test_data(args)
+    result = evaluate(model, mnist)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "predicted"} | {"model": info}))
+    else:
+        trained = ", ".join(f"{k} {v}" for k, v in info.items())
+        print(f"model: {args.model} ({trained})")
+        print(format_evaluation(result))
+    if args.errors:
+        count = save_error_grid(mnist, result["predicted"], args.errors)
+        print(f"wrote {args.errors} ({count} misclassified digits)", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from fastmnist.checkpoint import load_model
+    from fastmnist.use import predict_files
+
+    model, _ = load_model(args.model)
+    records = predict_files(model, args.images)
+    if args.json:
+        print(json.dumps(records))
+    for record in records:
+        if "error" in record:
+            print(f"fastmnist: error: {record['error']}", file=sys.stderr)
+        elif not args.json:
+            print(f"{record['file']}: {record['digit']} (p={record['probability']:.3f})")
+    return 2 if any("error" in r for r in records) else 0
+
+
+def cmd_export(args) -> int:
+    from fastmnist.checkpoint import load_model
+    from fastmnist.use import export_onnx
+
+    model, _ = load_model(args.model)
+    check = export_onnx(model, args.onnx, load_test_data(args))
+    print(f"wrote {check['path']}; onnxruntime vs PyTorch on {check['images']} test images: "
+          f"{check['same_predictions']} same predictions, max |logit difference| {check['max_abs_diff']:.2e}")
+    return 0 if check["same_predictions"] == check["images"] else 1
+
+
 def cmd_data(args) -> int:
     from fastmnist.data import cache_path, load_mnist, locate
 
@@ -225,6 +277,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="sweep", metavar="DIR", help="where sweep.json/.md/.png go")
     add_common(p, overrides=False)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a saved model")
+    p.add_argument("model", metavar="MODEL", help="weights written by `train --save`")
+    p.add_argument("--errors", metavar="PATH.png", help="save a grid of the misclassified test digits")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--data-dir", help="folder with the four MNIST files")
+    p.add_argument("--download", action="store_true", help="download MNIST if it is not found")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict the digit in image files (PNG, JPEG, ...)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write an ONNX model, checked against PyTorch with onnxruntime")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--onnx", required=True, metavar="PATH", help="where to write the .onnx file")
+    p.add_argument("--data-dir", help="folder with the four MNIST files (for the check)")
+    p.add_argument("--download", action="store_true", help="download MNIST if it is not found")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="find, verify (and download) MNIST, build the cache")
     p.add_argument("--data-dir", help="folder with the four MNIST files")

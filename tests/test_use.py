@@ -1,0 +1,123 @@
+"""Using a trained model: save/load, evaluate, predict from image files, ONNX export, bad model files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from fastmnist.checkpoint import load_model, save_model
+from fastmnist.errors import FastMnistError
+from fastmnist.models import NETS
+from fastmnist.recipes import get_recipe
+from fastmnist.train import prepare, train_run
+from fastmnist.use import evaluate, export_onnx, predict_files, save_error_grid, to_mnist_format
+from tests.test_cli import fastmnist
+
+
+@pytest.fixture(scope="module")
+def trained(small_mnist, tmp_path_factory):
+    recipe = get_recipe("stage8")
+    result = train_run(recipe, prepare(small_mnist, recipe, torch.device("cpu")), seed=0)
+    path = tmp_path_factory.mktemp("model") / "m.safetensors"
+    save_model(path, result.model, {"recipe": recipe.name, "accuracy": result.accuracy})
+    return path, result
+
+
+def test_save_load_evaluate_matches_training(trained, small_mnist):
+    path, result = trained
+    model, info = load_model(path)
+    assert info["recipe"] == "stage8"
+    report = evaluate(model, small_mnist)
+    assert report["accuracy"] == pytest.approx(result.accuracy)
+    confusion = np.array(report["confusion"])
+    assert confusion.sum() == 2000 and confusion.trace() == round(result.accuracy * 20)
+    assert len(report["per_class"]) == 10 and all(0 <= a <= 100 for a in report["per_class"])
+
+
+def test_error_grid(trained, small_mnist, tmp_path):
+    model, _ = load_model(trained[0])
+    report = evaluate(model, small_mnist)
+    count = save_error_grid(small_mnist, report["predicted"], tmp_path / "errors.png")
+    assert count == int((report["predicted"] != small_mnist.test_labels).sum()) > 0
+    assert Image.open(tmp_path / "errors.png").size[0] > 100
+
+
+def render(digit: np.ndarray, size, shift=(0, 0), invert=False) -> Image.Image:
+    """The digit drawn larger on a bigger canvas, moved off-centre, optionally dark on light."""
+    canvas = np.zeros((size[1], size[0]), np.uint8)
+    big = np.asarray(Image.fromarray(digit).resize((size[0] // 2, size[1] // 2), Image.BICUBIC))
+    top, left = size[1] // 4 + shift[0], size[0] // 4 + shift[1]
+    canvas[top:top + big.shape[0], left:left + big.shape[1]] = big
+    return Image.fromarray(255 - canvas if invert else canvas)
+
+
+def test_predict_is_invariant_to_shift_scale_and_polarity(trained, small_mnist, tmp_path):
+    model, _ = load_model(trained[0])
+    reference = evaluate(model, small_mnist)["predicted"]
+    agree = 0
+    for index in range(20):
+        digit = small_mnist.test_images[index]
+        paths = []
+        for k, (size, shift, invert) in enumerate([((28, 28), (0, 0), False), ((200, 140), (10, -20), True),
+                                                   ((90, 120), (-8, 5), False)]):
+            path = tmp_path / f"{index}-{k}.png"
+            (Image.fromarray(digit) if k == 0 else render(digit, size, shift, invert)).save(path)
+            paths.append(str(path))
+        digits = [r["digit"] for r in predict_files(model, paths)]
+        agree += len(set(digits)) == 1 and digits[0] == reference[index]
+    assert agree >= 18  # resampling may flip a borderline digit; a broken pipeline flips most
+
+
+def test_mnist_format_recentres_a_shifted_digit(small_mnist, tmp_path):
+    digit = small_mnist.test_images[0]
+    for name, (top, left) in (("centred", (6, 6)), ("corner", (12, 1))):
+        canvas = np.zeros((40, 40), np.uint8)
+        canvas[top:top + 28, left:left + 28] = digit
+        Image.fromarray(canvas).save(tmp_path / f"{name}.png")
+    a, b = to_mnist_format(tmp_path / "corner.png"), to_mnist_format(tmp_path / "centred.png")
+    assert np.array_equal(a, b)  # same ink, same crop: where it sat on the page does not matter
+    ys, xs = np.indices(a.shape)
+    assert abs((ys * a).sum() / a.sum() - 14) < 1 and abs((xs * a).sum() / a.sum() - 14) < 1
+
+
+def test_predict_reports_bad_files_and_continues(trained, small_mnist, tmp_path):
+    (tmp_path / "text.png").write_text("not an image")
+    Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
+    Image.fromarray(small_mnist.test_images[1]).save(tmp_path / "ok.png")
+    proc = fastmnist("predict", str(trained[0]), str(tmp_path / "text.png"), str(tmp_path / "blank.png"),
+                     str(tmp_path / "ok.png"), "--json", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    records = json.loads(proc.stdout)
+    assert "not a readable image" in records[0]["error"] and "empty image" in records[1]["error"]
+    assert records[2]["digit"] == small_mnist.test_labels[1] and 0 < records[2]["probability"] <= 1
+
+
+def test_bad_model_files_are_refused(trained, tmp_path):
+    blob = trained[0].read_bytes()
+    (tmp_path / "truncated.safetensors").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(FastMnistError, match="truncated or corrupt"):
+        load_model(tmp_path / "truncated.safetensors")
+    model, _ = load_model(trained[0])
+    tensors = {k: v for k, v in model.state_dict().items()}
+    save_file(tensors, tmp_path / "other.safetensors",
+              metadata={"format": "fastmnist", "net": NETS["A"].to_json(), "info": "{}"})
+    with pytest.raises(FastMnistError, match="do not match the architecture"):
+        load_model(tmp_path / "other.safetensors")
+    save_file(tensors, tmp_path / "plain.safetensors")
+    with pytest.raises(FastMnistError, match="not a fastmnist model"):
+        load_model(tmp_path / "plain.safetensors")
+    with pytest.raises(FastMnistError, match="no such model file"):
+        load_model(tmp_path / "missing.safetensors")
+    proc = fastmnist("evaluate", str(tmp_path / "truncated.safetensors"), check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("fastmnist: error:") and "Traceback" not in proc.stderr
+
+
+def test_onnx_round_trip(trained, small_mnist, tmp_path):
+    model, _ = load_model(trained[0])
+    check = export_onnx(model, tmp_path / "m.onnx", small_mnist)
+    assert check["same_predictions"] == check["images"] == 2000
+    assert check["max_abs_diff"] < 1e-3
+    assert (tmp_path / "m.onnx").is_file() and not list(tmp_path.glob("*.tmp"))
