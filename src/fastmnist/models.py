@@ -1,7 +1,7 @@
 """The networks: one small conv-net family, described by a spec, so recipes can name and diff them.
 
 Every network of the seed's ladder (A-D in LADDER.md) is a point in this family:
-conv1 -> [pool] -> ReLU -> conv2 -> pool -> ReLU -> [dropout2d] -> flatten -> fc -> ReLU -> [dropout] -> fc.
+conv1 (stride 1 or 2) -> [pool] -> ReLU -> conv2 -> pool -> ReLU -> [dropout2d] -> flatten -> fc -> ReLU -> [dropout] -> fc.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 class NetSpec:
     conv1: int = 32  # output channels of the first conv
     kernel1: int = 3
+    stride1: int = 1  # 2 computes only the outputs a following 2x2 pool would keep (beyond the seed)
     conv2: int = 64
     kernel2: int = 3
     pool1: bool = False  # 2x2 max-pool after conv1 (net B on)
@@ -27,12 +28,13 @@ class NetSpec:
     dropout2: float = 0.5  # before the last linear layer (nets A, B)
     batchnorm: bool = False  # BatchNorm after each conv (beyond the seed)
 
+    def sides(self) -> tuple[int, int]:
+        """Output side of conv1 and of conv2 (before their pools)."""
+        side1 = (28 - self.kernel1) // self.stride1 + 1
+        return side1, (side1 // 2 if self.pool1 else side1) - self.kernel2 + 1
+
     def feature_size(self) -> int:
-        side = 28 - self.kernel1 + 1
-        if self.pool1:
-            side //= 2
-        side = (side - self.kernel2 + 1) // 2
-        return self.conv2 * side * side
+        return self.conv2 * (self.sides()[1] // 2) ** 2
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -57,7 +59,8 @@ def net_name(spec: NetSpec) -> str:
         if known == spec:
             return name
     bn = "+BN" if spec.batchnorm else ""
-    return f"{spec.conv1}k{spec.kernel1}/{spec.conv2}k{spec.kernel2}/fc{spec.fc}{bn}"
+    stride = f"s{spec.stride1}" if spec.stride1 != 1 else ""
+    return f"{spec.conv1}k{spec.kernel1}{stride}/{spec.conv2}k{spec.kernel2}/fc{spec.fc}{bn}"
 
 
 class ConvNet(nn.Module):
@@ -65,7 +68,7 @@ class ConvNet(nn.Module):
         super().__init__()
         self.spec = spec
         bias = not spec.batchnorm  # BatchNorm's shift makes a conv bias redundant
-        self.conv1 = nn.Conv2d(1, spec.conv1, spec.kernel1, bias=bias)
+        self.conv1 = nn.Conv2d(1, spec.conv1, spec.kernel1, stride=spec.stride1, bias=bias)
         self.bn1 = nn.BatchNorm2d(spec.conv1) if spec.batchnorm else nn.Identity()
         self.conv2 = nn.Conv2d(spec.conv1, spec.conv2, spec.kernel2, bias=bias)
         self.bn2 = nn.BatchNorm2d(spec.conv2) if spec.batchnorm else nn.Identity()
@@ -91,8 +94,7 @@ class ConvNet(nn.Module):
 
 def layer_macs(spec: NetSpec) -> dict[str, int]:
     """Multiply-accumulates per image of each conv and linear layer (forward pass)."""
-    side1 = 28 - spec.kernel1 + 1
-    side2 = (side1 // 2 if spec.pool1 else side1) - spec.kernel2 + 1
+    side1, side2 = spec.sides()
     return {
         "conv1": side1 * side1 * spec.conv1 * spec.kernel1 ** 2,
         "conv2": side2 * side2 * spec.conv2 * spec.conv1 * spec.kernel2 ** 2,

@@ -1,0 +1,40 @@
+"""`fastmnist ladder`: runs, merging into ladder.json, the Markdown table and the picture."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from fastmnist.errors import FastMnistError
+from fastmnist.ladder import run_ladder
+from fastmnist.recipes import RECIPES
+from fastmnist.report import SEED_GPU_SECONDS, ladder_markdown, write_ladder_report
+
+
+def test_ladder_runs_merges_and_reports(small_mnist, tmp_path):
+    cpu = torch.device("cpu")
+    run_ladder([RECIPES["stage8"]], 2, small_mnist, cpu, tmp_path, progress=False)
+    report = run_ladder([RECIPES["stage7"]], 2, small_mnist, cpu, tmp_path, progress=False)
+    assert list(report["stages"]) == ["stage7", "stage8"]  # stage 8 kept, stages in ladder order
+    stored = json.loads((tmp_path / "ladder.json").read_text())
+    assert [len(stored["stages"][s]["runs"]) for s in ("stage7", "stage8")] == [2, 2]
+    assert stored["stages"]["stage7"]["summary"]["epochs_mean"] == 2.0
+    md, png = write_ladder_report(stored, tmp_path)
+    table = md.read_text()
+    assert "| stage7 | net B -> C" in table and "| stage8 | net C -> D" in table
+    assert str(SEED_GPU_SECONDS["stage8"]) in table and "stale" not in table
+    assert Image.open(png).size[0] > 300
+
+
+def test_changed_definition_is_flagged_stale(small_mnist, tmp_path):
+    altered = dataclasses.replace(RECIPES["stage8"], batch_size=512)
+    report = run_ladder([altered], 2, small_mnist, torch.device("cpu"), tmp_path, progress=False)
+    assert "stale: definition changed since" in ladder_markdown(report)
+
+
+def test_foreign_ladder_json_is_refused(small_mnist, tmp_path):
+    (tmp_path / "ladder.json").write_text("{\"kind\": \"bench\"}")
+    with pytest.raises(FastMnistError, match="not a ladder.json"):
+        run_ladder([RECIPES["stage8"]], 1, small_mnist, torch.device("cpu"), tmp_path, progress=False)
