@@ -98,6 +98,15 @@ def test_overrides_parse_and_validate():
     assert parse_param(get_recipe("stage8"), "weight_decay", "0") == 0.0
 
 
+def test_recipe_names_with_overrides_round_trip():
+    r = get_recipe("stage8[lr=0.02,conv1=16]")
+    assert (r.lr, r.net.conv1, r.parent) == (0.02, 16, "stage8")
+    assert get_recipe(r.name) == r
+    assert get_recipe("fastest[epochs=2]").epochs == 2
+    with pytest.raises(FastMnistError, match="unknown parameter"):
+        get_recipe("stage8[nope=1]")
+
+
 def test_parse_stages():
     assert [r.name for r in parse_stages("0-2,8")] == ["stage0", "stage1", "stage2", "stage8"]
     assert len(parse_stages("all")) == len([n for n in RECIPES if n.startswith("stage")])

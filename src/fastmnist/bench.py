@@ -18,7 +18,7 @@ from fastmnist import __version__
 from fastmnist.data import Mnist, write_text
 from fastmnist.models import flops_per_image
 from fastmnist.recipes import Recipe
-from fastmnist.train import PreparedData, cpu_feature, RunResult, effective_precision, prepare, preparation_key, train_run
+from fastmnist.train import PreparedData, cpu_feature, sync, RunResult, effective_precision, prepare, preparation_key, train_run
 
 
 def cpu_model() -> str:
@@ -50,6 +50,20 @@ def machine(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of a large matmul here: the practical ceiling our training FLOPs are held to."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9
 
 
 class Preparer:
@@ -126,7 +140,7 @@ def benchmark(recipes: list[Recipe], runs: int, mnist: Mnist, device: torch.devi
     return {
         "kind": "bench",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(device),
+        "machine": {**machine(device), "matmul_gflops_fp32": matmul_gflops(device)},
         "timing": {
             "includes": "model creation, training, test evaluation (as each recipe says)",
             "excludes": "data loading/verification, preparation into tensors, one short warm-up run per recipe",
@@ -157,7 +171,8 @@ def format_table(report: dict) -> str:
             f"{row['tflop_per_run']:>6.3f} {row['gflop_per_s']:>8.1f}")
     m = report["machine"]
     lines.append(f"machine: {m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch_version']}, "
-                 f"{m['torch_threads']} threads, device {m['device']}")
+                 f"{m['torch_threads']} threads, device {m['device']}, best fp32 matmul "
+                 f"{m['matmul_gflops_fp32']:.0f} GFLOP/s")
     t = report["timing"]
     lines.append(f"timed: {t['includes']}; not timed: {t['excludes']} "
                  f"(load {t['data_load_seconds']:.2f}s, warm-up {sum(t['warmup_seconds'].values()):.2f}s)")

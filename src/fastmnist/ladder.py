@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fastmnist.bench import Preparer, machine, recipe_record, summarize, warm_up, write_json
+from fastmnist.bench import Preparer, machine, matmul_gflops, recipe_record, summarize, warm_up, write_json
 from fastmnist.errors import FastMnistError
 from fastmnist.models import flops_per_image
 from fastmnist.recipes import RECIPES, Recipe, stage_number
@@ -56,6 +56,7 @@ def run_ladder(stages: list[Recipe], runs: int, mnist, device, out_dir: Path, pr
     path = out_dir / "ladder.json"
     report = load_ladder(path) if path.is_file() else {"kind": "ladder", "stages": {}}
     preparer = Preparer(mnist, device)
+    peak = matmul_gflops(device)
     bar = tqdm(total=sum(estimated_tflop(r) for r in stages) * runs, unit="TFLOP", disable=not progress,
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} TFLOP [{elapsed}<{remaining}]")
     for recipe in stages:
@@ -71,7 +72,7 @@ def run_ladder(stages: list[Recipe], runs: int, mnist, device, out_dir: Path, pr
             "summary": {**summarize(results, recipe), "precision": effective_precision(recipe, device)},
             "excluded_seconds": {"data_load": mnist.load_seconds, "prepare": data.seconds, "warmup": warmup},
             "runs": [r.record() for r in results],
-            "machine": machine(device),
+            "machine": {**machine(device), "matmul_gflops_fp32": peak},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         report["stages"] = dict(sorted(report["stages"].items(), key=lambda kv: stage_number(kv[0])))

@@ -186,6 +186,10 @@ def with_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
 
 
 def get_recipe(name: str) -> Recipe:
+    """A recipe by name; 'NAME[key=value,...]' is that recipe with overrides, as reports print them."""
+    if name.endswith("]") and "[" in name:
+        base, inner = name[:-1].split("[", 1)
+        return with_overrides(get_recipe(base), [a for a in inner.split(",") if a.strip()])
     if name == "fastest":
         name = FASTEST
     if name not in RECIPES:

@@ -29,25 +29,29 @@ def ladder_markdown(report: dict) -> str:
     names = list(stages)
     first = stages[names[0]]["summary"]["seconds_mean"]
     rows = ["| stage | what changed | epochs | accuracy % (mean +- std) | runs >= 99% | seconds (mean +- std) "
-            "| x vs first | x vs previous | TFLOP/run | GFLOP/s | seed's GPU s |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| x vs first | x vs previous | TFLOP/run | GFLOP/s | x above floor | seed's GPU s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     previous = None
     for name in names:
         s = stages[name]["summary"]
         stale = " (stale: definition changed since)" if is_stale(name, stages[name]) else ""
         vs_prev = f"{previous / s['seconds_mean']:.2f}" if previous else "-"
         seed = SEED_GPU_SECONDS.get(name)
+        peak = stages[name]["machine"].get("matmul_gflops_fp32")
+        floor = f"{s['seconds_mean'] / (s['tflop_per_run'] * 1e3 / peak):.1f}" if peak else "-"
         rows.append(
             f"| {name} | {what_changed(name) if name in RECIPES else '?'}{stale} | {s['epochs_mean']:.1f} "
             f"| {s['accuracy_mean']:.3f} +- {s['accuracy_std']:.3f} | {s['share_at_least_99'] * 100:.0f}% of "
             f"{s['runs']} | {s['seconds_mean']:.2f} +- {s['seconds_std']:.2f} | {first / s['seconds_mean']:.1f} "
-            f"| {vs_prev} | {s['tflop_per_run']:.3f} | {s['gflop_per_s']:.1f} | {seed if seed else '-'} |")
+            f"| {vs_prev} | {s['tflop_per_run']:.3f} | {s['gflop_per_s']:.1f} | {floor} | {seed if seed else '-'} |")
         previous = s["seconds_mean"]
     machine = stages[names[-1]]["machine"]
     rows += ["", f"Measured on {machine['cpu_model']} ({machine['cpu_count']} cores, {machine['torch_threads']} "
                  f"threads, {machine['device']}), torch {machine['torch_version']}. Timed: model creation, "
                  "training and every test evaluation the recipe makes; not timed: data loading, preparation, one "
-                 "short warm-up run per stage. The seed's column is its own GTX 1660 Ti figure (LADDER.md)."]
+                 "short warm-up run per stage. Floor: the run's FLOPs at this machine's best fp32 matmul rate "
+                 f"({machine.get('matmul_gflops_fp32', float('nan')):.0f} GFLOP/s). The seed's column is its own "
+                 "GTX 1660 Ti figure (LADDER.md)."]
     return "\n".join(rows) + "\n"
 
 
