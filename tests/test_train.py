@@ -88,3 +88,18 @@ def test_preparer_shares_layouts(small_mnist):
 
 def test_auto_device_on_this_machine():
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_bf16_falls_back_to_fp32_without_native_support(small_mnist):
+    from fastmnist.train import native_bf16
+
+    recipe = quick("fastest", precision="bf16", train_fraction=0.2)
+    result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
+    assert result.precision == ("bf16" if native_bf16(CPU) else "fp32")
+    assert result.accuracy > 50.0
+
+
+def test_fastest_recipe_learns_on_a_slice(small_mnist):
+    recipe = get_recipe("fastest")
+    result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
+    assert result.accuracy > 85.0 and result.images_seen == 6000

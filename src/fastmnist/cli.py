@@ -227,7 +227,7 @@ def cmd_data(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from fastmnist import __version__
 
-    parser = argparse.ArgumentParser(prog="fastmnist", description="Train to 99%% on MNIST as fast as the "
+    parser = argparse.ArgumentParser(prog="fastmnist", description="Train to 99% on MNIST as fast as the "
                                      "hardware allows, and show where the time goes.")
     parser.add_argument("--version", action="version", version=f"fastmnist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
