@@ -19,13 +19,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="folder with the four MNIST files (default: $FASTMNIST_DATA, then "
+                                           "the user cache)")
+    parser.add_argument("--download", action="store_true", help="download MNIST if it is not found")
+
+
 def add_common(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto picks CUDA when available (default: auto)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch (default: its own choice)")
-    parser.add_argument("--data-dir", help="folder with the four MNIST files (default: $FASTMNIST_DATA, then "
-                                           "the user cache)")
-    parser.add_argument("--download", action="store_true", help="download MNIST if it is not found")
+    add_data_args(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     if overrides:
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -282,8 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="weights written by `train --save`")
     p.add_argument("--errors", metavar="PATH.png", help="save a grid of the misclassified test digits")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--data-dir", help="folder with the four MNIST files")
-    p.add_argument("--download", action="store_true", help="download MNIST if it is not found")
+    add_data_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict the digit in image files (PNG, JPEG, ...)")
@@ -295,13 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write an ONNX model, checked against PyTorch with onnxruntime")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--onnx", required=True, metavar="PATH", help="where to write the .onnx file")
-    p.add_argument("--data-dir", help="folder with the four MNIST files (for the check)")
-    p.add_argument("--download", action="store_true", help="download MNIST if it is not found")
+    add_data_args(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="find, verify (and download) MNIST, build the cache")
-    p.add_argument("--data-dir", help="folder with the four MNIST files")
-    p.add_argument("--download", action="store_true", help="download from the public mirrors if missing")
+    add_data_args(p)
     p.set_defaults(func=cmd_data)
     return parser
 

@@ -239,9 +239,11 @@ def sweep_plots(record: dict, out_dir: Path) -> list[Path]:
     for name in dict.fromkeys(p["param"] for p in record["phases"]):
         fig, ax = plt.subplots(figsize=(6, 4))
         for phase in (p for p in record["phases"] if p["param"] == name):
-            values = [str(s["value"]) for s in phase["points"]]
-            ax.errorbar(values, [s["accuracy_mean"] for s in phase["points"]],
-                        yerr=[s["accuracy_se"] for s in phase["points"]], fmt="o-", capsize=4,
+            points = phase["points"]
+            if all(isinstance(s["value"], (int, float)) for s in points):
+                points = sorted(points, key=lambda s: s["value"])  # numbers read left to right
+            ax.errorbar([str(s["value"]) for s in points], [s["accuracy_mean"] for s in points],
+                        yerr=[s["accuracy_se"] for s in points], fmt="o-", capsize=4,
                         label=f"round {phase['round']} (kept {phase['chosen']})")
         ax.axhline(99.0, color="red", linestyle=":", label="99%")
         ax.set_xlabel(name)
