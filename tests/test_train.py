@@ -93,10 +93,10 @@ def test_auto_device_on_this_machine():
 def test_bf16_falls_back_to_fp32_without_native_support(small_mnist):
     from fastmnist.train import native_bf16
 
-    recipe = quick("fastest", precision="bf16", train_fraction=0.2)
+    recipe = quick("fastest", precision="bf16")
     result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
     assert result.precision == ("bf16" if native_bf16(CPU) else "fp32")
-    assert result.accuracy > 50.0
+    assert result.accuracy > 80.0  # one epoch of 6000 images; chance is 10%
 
 
 def test_fastest_recipe_learns_on_a_slice(small_mnist):

@@ -161,11 +161,12 @@ def recipe_record(recipe: Recipe) -> dict:
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{'recipe':<12} {'runs':>4} {'accuracy %':>15} {'>=99%':>6} {'seconds':>15} {'median s':>9} "
+    width = max(12, *(len(row["recipe"]) for row in report["summary"]))
+    lines = [f"{'recipe':<{width}} {'runs':>4} {'accuracy %':>15} {'>=99%':>6} {'seconds':>15} {'median s':>9} "
              f"{'ratio':>6} {'TFLOP':>6} {'GFLOP/s':>8}"]
     for row in report["summary"]:
         lines.append(
-            f"{row['recipe']:<12} {row['runs']:>4} {row['accuracy_mean']:>8.2f} +- {row['accuracy_std']:<4.2f} "
+            f"{row['recipe']:<{width}} {row['runs']:>4} {row['accuracy_mean']:>8.2f} +- {row['accuracy_std']:<4.2f} "
             f"{100 * row['share_at_least_99']:>5.0f}% {row['seconds_mean']:>7.2f} +- {row['seconds_std']:<5.2f} "
             f"{row['seconds_median']:>9.2f} {row['median_time_ratio_vs_first']:>6.2f} "
             f"{row['tflop_per_run']:>6.3f} {row['gflop_per_s']:>8.1f}")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from fastmnist import __version__
@@ -30,7 +30,6 @@ def load_model(path: str | Path) -> tuple[ConvNet, dict]:
     if not path.is_file():
         raise FastMnistError(f"{path}: no such model file")
     try:
-        from safetensors import safe_open
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         tensors = load_file(str(path))

@@ -136,7 +136,7 @@ def make_optimizer(recipe: Recipe, params):
 
 
 def make_schedule(recipe: Recipe, optimizer, steps_per_epoch: int):
-    """Returns (scheduler, steps per batch?): onecycle steps every batch, step-decay every epoch."""
+    """The scheduler, and whether it steps every batch (onecycle) rather than every epoch (step decay)."""
     if recipe.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, pct_start=recipe.pct_start,
                                                    total_steps=recipe.epochs * steps_per_epoch,
