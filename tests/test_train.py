@@ -16,7 +16,7 @@ def quick(name="stage8", **changes):
 
 def test_short_real_training_learns(small_mnist):
     result = train_run(quick(), prepare(small_mnist, quick(), CPU), seed=0)
-    assert result.accuracy > 90.0  # chance is 10%
+    assert result.accuracy > 80.0  # chance is 10%; seeds 0-3 give 90-93% here, other CPUs round differently
     assert not result.diverged
     assert result.images_seen == 6000 and result.epochs == 1
 
@@ -96,10 +96,10 @@ def test_bf16_falls_back_to_fp32_without_native_support(small_mnist):
     recipe = quick("fastest", precision="bf16")
     result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
     assert result.precision == ("bf16" if native_bf16(CPU) else "fp32")
-    assert result.accuracy > 80.0  # one epoch of 6000 images; chance is 10%
+    assert result.accuracy > 75.0  # 12 steps of batch 512; chance is 10%, seeds 0-3 give 86-88% here
 
 
 def test_fastest_recipe_learns_on_a_slice(small_mnist):
     recipe = get_recipe("fastest")
     result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
-    assert result.accuracy > 85.0 and result.images_seen == 6000
+    assert result.accuracy > 75.0 and result.images_seen == 6000  # 12 steps; seeds 0-3 give 86-88% here
