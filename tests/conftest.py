@@ -1,5 +1,6 @@
 """Shared fixtures: synthetic IDX files for the data checks, and a slice of real MNIST for training tests."""
 
+import functools
 import gzip
 import os
 from pathlib import Path
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from fastmnist.data import FILES, Mnist, load_mnist
+from fastmnist.errors import DataError
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "mnist"
 
@@ -36,13 +38,46 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTMNIST_CACHE", str(tmp_path / "cache"))
 
 
+@functools.cache
+def find_real_mnist() -> Mnist:
+    """MNIST the way the CLI gets it: $FASTMNIST_DATA, ../shared/mnist, the user cache, else a download."""
+    folder = os.environ.get("FASTMNIST_DATA") or (str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None)
+    if folder:
+        return load_mnist(folder, use_cache=False)
+    saved = os.environ.pop("FASTMNIST_CACHE", None)  # the user's own cache, not a test's private one
+    try:
+        return load_mnist(allow_download=True)
+    finally:
+        if saved is not None:
+            os.environ["FASTMNIST_CACHE"] = saved
+
+
+def missing_mnist_reason() -> str | None:
+    try:
+        find_real_mnist()
+    except DataError as exc:
+        return (f"real MNIST is not available ({exc}). Set FASTMNIST_DATA to a folder with the four files, "
+                f"or run once with network access so it is downloaded")
+    return None
+
+
+def pytest_report_header(config):
+    """One loud line at the top when the training tests cannot run, so a green run is not mistaken."""
+    why = missing_mnist_reason()
+    if why is None:
+        return f"MNIST: {find_real_mnist().source}"
+    return f"*** MNIST MISSING: the tests that train will {'FAIL (CI)' if os.environ.get('CI') else 'SKIP'}: {why}"
+
+
 @pytest.fixture(scope="session")
 def real_mnist() -> Mnist:
-    """The real, verified MNIST: from $FASTMNIST_DATA (CI sets it), else ../shared/mnist."""
-    folder = os.environ.get("FASTMNIST_DATA") or str(SHARED_MNIST)
-    if not Path(folder).is_dir():
-        pytest.skip("real MNIST not available: set FASTMNIST_DATA")
-    return load_mnist(folder, use_cache=False)
+    """The real, verified MNIST. In CI a missing copy fails the tests; elsewhere they skip, loudly."""
+    why = missing_mnist_reason()
+    if why is None:
+        return find_real_mnist()
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)
 
 
 @pytest.fixture(scope="session")

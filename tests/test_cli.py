@@ -43,34 +43,50 @@ def test_train_json_small_budget(data_env, tmp_path):
     proc = fastmnist("train", "--recipe", "stage8", "--set", "train_fraction=0.1", "--json", "--threads", "2",
                      "--seed", "1", "--save", str(model), env=data_env)
     record = json.loads(proc.stdout)
-    for key in ("recipe", "seed", "device", "accuracy", "seconds", "epochs", "torch_version", "cpu_model",
-                "excluded_seconds"):
+    for key in ("recipe", "seed", "device", "accuracy", "seconds", "epochs", "excluded_seconds", "machine",
+                "provenance"):
         assert key in record
     assert record["seed"] == 1 and record["device"] == "cpu" and record["epochs"] == 1
     assert 80.0 < record["accuracy"] <= 100.0
     assert record["seconds"] > 0 and set(record["excluded_seconds"]) == {"data_load", "prepare", "warmup"}
+    assert record["machine"]["vector_isa"] and record["machine"]["torch_threads"] == 2
+    assert record["provenance"]["command"].startswith("fastmnist train --recipe stage8")
     assert model.is_file() and not list(tmp_path.glob("*.tmp"))
 
 
-def test_train_text_output(data_env):
+def test_train_text_output_names_the_machine(data_env):
+    import torch
+
     out = fastmnist("train", "--set", "train_fraction=0.05", "--no-warmup", env=data_env).stdout
     assert "test accuracy" in out and "not timed: data load" in out
+    assert torch.backends.cpu.get_cpu_capability() in out.splitlines()[0]  # the ISA tells machines apart
+
+
+def test_train_prints_each_epoch_unless_quiet(data_env):
+    recipe = "stage5[train_fraction=0.05]"  # 2 epochs, in memory
+    proc = fastmnist("train", "--recipe", recipe, "--no-warmup", env=data_env)
+    epochs = [line for line in proc.stderr.splitlines() if line.strip().startswith("epoch")]
+    assert [line.split(":")[0].strip() for line in epochs] == ["epoch 1", "epoch 2"]
+    assert "test accuracy" in epochs[0]
+    assert "epoch" not in fastmnist("train", "--recipe", recipe, "--no-warmup", "--quiet", env=data_env).stderr
 
 
 def test_bench_two_runs_writes_json(data_env, tmp_path):
     out_file = tmp_path / "bench.json"
-    proc = fastmnist("bench", "stage8", "stage7", "--runs", "2", "--set", "train_fraction=0.05",
-                     "--set", "epochs=1", "--no-progress", "--out", str(out_file), env=data_env)
-    assert "ratio" in proc.stdout and "stage7" in proc.stdout
+    proc = fastmnist("bench", "stage14", "stage13", "--runs", "2", "--set", "train_fraction=0.03",
+                     "--no-progress", "--out", str(out_file), env=data_env)
+    assert "ratio" in proc.stdout and "stage13" in proc.stdout
     report = json.loads(out_file.read_text())
     assert [row["runs"] for row in report["summary"]] == [2, 2]
     assert len(report["runs"]) == 4
-    assert {"cpu_model", "cpu_count", "torch_version", "torch_threads"} <= set(report["machine"])
+    assert {"cpu_model", "cpu_count", "vector_isa", "torch_version", "torch_threads"} <= set(report["machine"])
     assert report["timing"]["excludes"]
+    assert report["provenance"]["command"].startswith("fastmnist bench stage14 stage13")
+    assert set(report["recipes"]) == {"stage14[train_fraction=0.03]", "stage13[train_fraction=0.03]"}
 
 
 def test_missing_data_is_one_line(tmp_path):
-    proc = fastmnist("train", "--data-dir", str(tmp_path), check=False,
+    proc = fastmnist("train", "--data-dir", str(tmp_path), "--offline", check=False,
                      env={"FASTMNIST_CACHE": str(tmp_path / "cache")})
     assert_one_line_error(proc, "missing train-images-idx3-ubyte")
     assert str(tmp_path) in proc.stderr
@@ -88,6 +104,8 @@ def test_corrupt_data_is_one_line(tmp_path):
     (["train", "--set", "lr=fast"], "expected a float"),
     (["train", "--set", "batch_size=0"], "out of range"),
     (["train", "--set", "optimizer=lion"], "choose from adadelta, adam, sgd"),
+    (["ladder", "--stages", "9-3", "--out", "unused"], "reversed"),
+    (["ladder", "--stages", "0-99", "--out", "unused"], "no stage 15"),
 ])
 def test_bad_values_are_one_line(args, fragment, data_env):
     assert_one_line_error(fastmnist(*args, check=False, env=data_env), fragment)
@@ -96,3 +114,22 @@ def test_bad_values_are_one_line(args, fragment, data_env):
 def test_argparse_errors_exit_2():
     proc = fastmnist("bench", "stage8", "--runs", "0", check=False)
     assert proc.returncode == 2 and "must be at least 1" in proc.stderr
+    proc = fastmnist("train", "--seed", "-1", check=False)
+    assert proc.returncode == 2 and "must be at least 0" in proc.stderr
+
+
+def test_ladder_command_writes_table_json_and_picture(data_env, tmp_path):
+    out = tmp_path / "ladder"
+    proc = fastmnist("ladder", "--stages", "13-14", "--runs", "1", "--out", str(out), "--quiet", env=data_env)
+    assert "| stage14 | net 16k5s2/32k3/fc128+BN -> 16k5s2/16k3/fc128+BN" in proc.stdout
+    stored = json.loads((out / "ladder.json").read_text())
+    assert list(stored["stages"]) == ["stage13", "stage14"]
+    assert (out / "ladder.png").stat().st_size > 10000 and (out / "ladder.md").is_file()
+
+
+def test_data_command_reports_source_and_cache(data_env):
+    out = fastmnist("data", env=data_env).stdout
+    assert "MNIST OK: 60000 training and 10000 test images" in out
+    assert "5923 6742 5958 6131 5842 5421 5918 6265 5851 5949" in out and ": written" in out
+    again = fastmnist("data", env=data_env).stdout
+    assert "from " + data_env["FASTMNIST_CACHE"] in again and ": read" in again

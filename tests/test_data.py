@@ -82,9 +82,9 @@ def test_cache_round_trip_and_corrupt_cache_is_rebuilt(real_mnist, monkeypatch):
     assert cached is not None and np.array_equal(cached["train_labels"], first.train_labels)
     from_cache = load_mnist()
     assert from_cache.source == str(cache_path())
-    # flip bytes in the middle of the cache: it must fail its digest and be rebuilt, not trusted
+    # change bytes in the middle of the cache: it must fail the content hash and be rebuilt, not trusted
     blob = bytearray(cache_path().read_bytes())
-    blob[len(blob) // 2: len(blob) // 2 + 64] = bytes(64)
+    blob[len(blob) // 2: len(blob) // 2 + 64] = b"\xff" * 64
     cache_path().write_bytes(bytes(blob))
     assert read_cache(cache_path()) is None
     monkeypatch.setenv("FASTMNIST_DATA", shared)
@@ -103,3 +103,23 @@ def test_cache_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_cache(tmp_path / "c.npz", arrays)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_forged_cache_is_not_taken_for_mnist(real_mnist, monkeypatch, capsys):
+    """A well-formed cache of other arrays (Fashion-MNIST, say) is checked against MNIST's own hashes."""
+    forged = {spec.key: getattr(real_mnist, spec.key).copy() for spec in FILES}
+    forged["train_images"][0, 14, 14] ^= 1  # one pixel of 47 million
+    write_cache(cache_path(), forged)
+    assert read_cache(cache_path()) is None
+    monkeypatch.setenv("FASTMNIST_DATA", real_mnist.source)
+    assert load_mnist().source == real_mnist.source  # read from the files, and the cache rewritten
+    assert read_cache(cache_path()) is not None
+    monkeypatch.setenv("FASTMNIST_DATA", "/nonexistent/mnist")
+    assert load_mnist().source == str(cache_path())
+    assert "FASTMNIST_DATA=/nonexistent/mnist holds no MNIST files; using the verified cache" in capsys.readouterr().err
+
+
+def test_unwritable_cache_is_reported_not_claimed(real_mnist, monkeypatch):
+    monkeypatch.setenv("FASTMNIST_CACHE", "/proc/fastmnist-cache")
+    mnist = load_mnist(real_mnist.source)
+    assert mnist.cache.startswith("not written")

@@ -10,7 +10,7 @@ from PIL import Image
 from fastmnist.errors import FastMnistError
 from fastmnist.ladder import run_ladder
 from fastmnist.recipes import RECIPES
-from fastmnist.report import SEED_GPU_SECONDS, ladder_markdown, write_ladder_report
+from fastmnist.report import ORIGINAL_GPU_SECONDS, ladder_markdown, write_ladder_report
 
 
 def test_ladder_runs_merges_and_reports(small_mnist, tmp_path):
@@ -24,7 +24,10 @@ def test_ladder_runs_merges_and_reports(small_mnist, tmp_path):
     md, png = write_ladder_report(stored, tmp_path)
     table = md.read_text()
     assert "| stage7 | net B -> C" in table and "| stage8 | net C -> D" in table
-    assert str(SEED_GPU_SECONDS["stage8"]) in table and "stale" not in table
+    assert str(ORIGINAL_GPU_SECONDS["stage8"]) in table and "stale" not in table
+    stage = stored["stages"]["stage8"]
+    assert stage["provenance"]["fastmnist_version"] and stage["machine"]["vector_isa"]
+    assert stage["recipe"]["name"] == "stage8" and stage["summary"]["target"] == 99.0
     assert Image.open(png).size[0] > 300
 
 

@@ -1,4 +1,4 @@
-"""Each ladder stage against LADDER.md, and the recipe machinery (derive, diff, overrides)."""
+"""Each ladder stage against docs/ladder.md, and the recipe machinery (derive, diff, overrides)."""
 
 import pytest
 import torch
@@ -6,9 +6,9 @@ import torch
 from fastmnist.errors import FastMnistError
 from fastmnist.ladder import parse_stages
 from fastmnist.models import NETS, ConvNet, flops_per_image, parameter_count
-from fastmnist.recipes import RECIPES, describe_changes, get_recipe, parse_param, with_overrides
+from fastmnist.recipes import FASTEST, LADDER, RECIPES, derive, describe_changes, get_recipe, parse_param, with_overrides
 
-# LADDER.md, one row a stage: net, data path, batch, optimiser, lr, schedule, epochs, early stop,
+# docs/ladder.md, one row a stage: net, data path, batch, optimiser, lr, schedule, epochs, early stop,
 # floor batches (drop_last), test batch
 SPEC = {
     "stage0": ("A", "dataloader", 64, "adadelta", 1.0, "step", 14, False, False, 1000),
@@ -21,7 +21,7 @@ SPEC = {
     "stage7": ("C", "memory", 256, "adadelta", 4.0, "onecycle", 2, False, False, 1000),
     "stage8": ("D", "memory", 256, "adam", 0.01, "onecycle", 1, False, False, 2000),
 }
-# parameter counts from the layer shapes in LADDER.md (weights + biases)
+# parameter counts from the layer shapes in docs/ladder.md (weights + biases)
 PARAMS = {"A": 320 + 18496 + 1179776 + 1290, "B": 320 + 18496 + 204928 + 1290,
           "C": 240 + 6944 + 102528 + 1290, "D": 624 + 6944 + 205056 + 2570}
 
@@ -55,6 +55,17 @@ def test_net_layers_as_ladder_says():
     assert isinstance(ConvNet(NETS["C"]).dropout2, torch.nn.Identity)
 
 
+def test_net_a_has_no_relu_after_conv2():
+    """The original's net A: conv2 -> max_pool2d -> dropout, so negative pooled values reach fc1."""
+    torch.manual_seed(0)
+    net = ConvNet(NETS["A"]).eval()
+    x = torch.randn(2, 1, 28, 28)
+    conv2 = torch.nn.functional.max_pool2d(net.conv2(torch.relu(net.conv1(x))), 2)
+    expected = net.fc2(torch.relu(net.fc1(torch.flatten(conv2, 1)))).log_softmax(1)
+    assert (conv2 < 0).any()  # so a ReLU there would change the function
+    assert torch.allclose(net(x), expected, atol=1e-6)
+
+
 def test_pool_before_relu_is_the_same_function():
     torch.manual_seed(0)
     before = ConvNet(NETS["D"])
@@ -64,25 +75,38 @@ def test_pool_before_relu_is_the_same_function():
     assert torch.allclose(before(x), after(x), atol=1e-6)
 
 
-def test_flops_of_stage8():
-    train, infer = flops_per_image(NETS["D"])
-    # forward MACs: conv1 24*24*24*25 + conv2 10*10*32*24*9 + fc 800*256 + 256*10
-    macs = 345600 + 691200 + 204800 + 2560
-    assert infer == 2 * macs
-    assert train == 3 * infer - 2 * 345600
+@pytest.mark.parametrize("net", ["A", "D"])
+def test_flop_formula_agrees_with_pytorchs_counter(net):
+    """The hand formula against torch.utils.flop_counter on a real forward and backward of one image
+    (both count convolutions and matmuls only; the input needs no gradient, so conv1's is not computed)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    train, infer = flops_per_image(NETS[net])
+    model = ConvNet(NETS[net])
+    with FlopCounterMode(display=False) as forward:
+        model(torch.zeros(1, 1, 28, 28))
+    with FlopCounterMode(display=False) as both:
+        model(torch.zeros(1, 1, 28, 28)).sum().backward()
+    assert infer == forward.get_total_flops()
+    assert train == both.get_total_flops()
 
 
 def test_ladder_is_data_each_stage_one_named_change():
     assert describe_changes(RECIPES["stage3"], RECIPES["stage4"]) == ["batch_size 64 -> 128"]
     assert any(line.startswith("net B -> C") for line in describe_changes(RECIPES["stage6"], RECIPES["stage7"]))
-    for recipe in RECIPES.values():
-        if recipe.parent:
-            assert recipe.changes, recipe.name
-            assert RECIPES[recipe.parent] != recipe
+    for parent, child in zip(LADDER, LADDER[1:]):
+        assert child.parent == parent.name  # each stage builds on the one before it
+        assert describe_changes(parent, child), child.name  # and changes something
 
 
-def test_fastest_alias():
-    assert get_recipe("fastest").name in RECIPES
+def test_derive_records_only_real_changes():
+    child = derive(RECIPES["stage8"], "x", "same lr, new batch", lr=0.01, batch_size=512)
+    assert child.changes == ("batch_size",) and child.batch_size == 512
+    assert describe_changes(RECIPES["stage8"], child) == ["batch_size 256 -> 512"]
+
+
+def test_fastest_is_the_last_stage():
+    assert FASTEST == LADDER[-1].name and get_recipe("fastest") is LADDER[-1]
     with pytest.raises(FastMnistError, match="unknown recipe"):
         get_recipe("stage99")
 
@@ -109,7 +133,8 @@ def test_recipe_names_with_overrides_round_trip():
 
 def test_parse_stages():
     assert [r.name for r in parse_stages("0-2,8")] == ["stage0", "stage1", "stage2", "stage8"]
-    assert len(parse_stages("all")) == len([n for n in RECIPES if n.startswith("stage")])
-    for bad in ("x", "0-99"):
-        with pytest.raises(FastMnistError):
+    assert parse_stages("all") == LADDER
+    for bad, fragment in (("x", "expected e.g."), ("0-99", "no stage 15"), ("9-3", "reversed"),
+                          ("", "expected e.g."), ("3,", "expected e.g.")):
+        with pytest.raises(FastMnistError, match=fragment):
             parse_stages(bad)

@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from fastmnist.errors import FastMnistError
 from fastmnist.recipes import get_recipe
-from fastmnist.sweep import JobStore, SweepSpec, coordinate_ascent, open_study, parse_params, welch_p
+from fastmnist.sweep import JobStore, SweepSpec, coordinate_ascent, open_study, parse_params
 
 RECIPE = get_recipe("stage8")
 PARAMS = (("lr", (0.005, 0.02)), ("batch_size", (128, 512)))
@@ -24,7 +24,7 @@ def fake_job(point, seed):
 
 
 def store_at(tmp_path, name="s"):
-    return JobStore(open_study(f"sqlite:///{tmp_path / 'sweep.db'}", name), stale_after=600)
+    return JobStore(open_study(f"sqlite:///{tmp_path / 'sweep.db'}", name, stale_after=600))
 
 
 def test_parse_params_and_errors():
@@ -85,7 +85,10 @@ def test_resume_after_interrupt_loses_only_the_run_in_flight(tmp_path):
     rerun = []
     record = coordinate_ascent(spec, store_at(tmp_path), lambda p, s: rerun.append((p, s)) or fake_job(p, s))
     assert not any(job in rerun for job in done)
-    assert record == coordinate_ascent(spec, store_at(tmp_path), fake_job)  # the same answer as uninterrupted
+    assert (record["runs_reused"], record["runs_run_here"]) == (4, 11)  # the resumed sweep says what it reused
+    again = coordinate_ascent(spec, store_at(tmp_path), fake_job)
+    assert (again["runs_reused"], again["runs_run_here"]) == (15, 0)
+    assert (record["best"], record["phases"]) == (again["best"], again["phases"])  # as if uninterrupted
 
 
 def worker(path, results):
@@ -94,7 +97,7 @@ def worker(path, results):
     def slow(point, seed):
         time.sleep(0.05)
         return fake_job(point, seed)
-    store = JobStore(open_study(f"sqlite:///{path}", "shared"), stale_after=600)
+    store = JobStore(open_study(f"sqlite:///{path}", "shared", stale_after=600))
     results.put(coordinate_ascent(SweepSpec(RECIPE, PARAMS, runs=4), store, slow)["best"])
 
 
@@ -116,7 +119,3 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     # lr: 3 points, batch_size: 2 new points (the incumbent is shared) -> 5 points x 4 seeds, each once
     assert len(jobs) == 20 and set(jobs.values()) == {1}
 
-
-def test_welch_p():
-    assert welch_p([99.0, 99.1, 99.2], [98.0, 98.1, 98.2]) < 0.001
-    assert welch_p([99.0], [98.0]) is None

@@ -10,22 +10,39 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from fastmnist import __version__
-from fastmnist.data import atomic_write
 from fastmnist.errors import FastMnistError
 from fastmnist.models import ConvNet, NetSpec
+from fastmnist.output import write_bytes
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors holding NaN or inf: such a model predicts nonsense with confidence NaN."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def save_model(path: str | Path, model: torch.nn.Module, info: dict) -> None:
     """Atomically write the weights; `info` (recipe, seed, accuracy, ...) goes into the metadata."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    bad = non_finite(tensors)
+    if bad:
+        raise FastMnistError(f"not saving {path}: the weights hold NaN/inf ({', '.join(bad)}); the run diverged")
     metadata = {"format": "fastmnist", "fastmnist_version": __version__, "net": model.spec.to_json(),
                 "info": json.dumps(info, default=str)}
-    blob = save(tensors, metadata=metadata)
-    atomic_write(Path(path), lambda f: f.write(blob))
+    write_bytes(path, save(tensors, metadata=metadata))
+
+
+def shape_mismatches(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> list[str]:
+    expected = model.state_dict()
+    lines = [f"{k} is {tuple(tensors[k].shape)}, expected {tuple(v.shape)}" for k, v in expected.items()
+             if k in tensors and tensors[k].shape != v.shape]
+    lines += [f"{k} missing" for k in expected if k not in tensors]
+    lines += [f"{k} unexpected" for k in tensors if k not in expected]
+    return lines
 
 
 def load_model(path: str | Path) -> tuple[ConvNet, dict]:
-    """The model and its info; refuses files that are missing, truncated or of another architecture."""
+    """The model and its info; refuses files that are missing, truncated, of another architecture, or
+    whose weights are not finite."""
     path = Path(path)
     if not path.is_file():
         raise FastMnistError(f"{path}: no such model file")
@@ -39,10 +56,19 @@ def load_model(path: str | Path) -> tuple[ConvNet, dict]:
         raise FastMnistError(f"{path}: not a fastmnist model (no architecture in its metadata)")
     try:
         spec = NetSpec.from_json(metadata["net"])
-        model = ConvNet(spec)
-        model.load_state_dict(tensors, strict=True)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise FastMnistError(f"{path}: weights do not match the architecture in its metadata ({first})") from None
+        info = json.loads(metadata.get("info", "{}"))
+        if not isinstance(info, dict):
+            raise ValueError("info is not a JSON object")
+    except (TypeError, ValueError) as exc:
+        raise FastMnistError(f"{path}: metadata is not valid fastmnist JSON ({exc})") from None
+    model = ConvNet(spec)
+    mismatches = shape_mismatches(model, tensors)
+    if mismatches:
+        raise FastMnistError(f"{path}: weights do not match the architecture in its metadata: "
+                             f"{'; '.join(mismatches[:3])}")
+    bad = non_finite(tensors)
+    if bad:
+        raise FastMnistError(f"{path}: the weights hold NaN/inf ({', '.join(bad)}); retrain the model")
+    model.load_state_dict(tensors, strict=True)
     model.eval()
-    return model, json.loads(metadata.get("info", "{}"))
+    return model, info

@@ -1,28 +1,50 @@
-"""The `fastmnist` command. Each subcommand is a thin layer over one module; errors become one line + exit 2."""
+"""The `fastmnist` command. Each subcommand is a thin layer over one module.
+
+Exit codes: 0 success; 1 the work was done but a result could not be written where asked (it was saved
+elsewhere, and the message says where) or an exported model disagrees with PyTorch; 2 bad input, one line
+on stderr; 3 a training run diverged; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from fastmnist.errors import FastMnistError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C: a sweep marks its run unfinished."""
+
+
+def on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def positive_int(text: str) -> int:
+    return bounded_int(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return bounded_int(text, 0)
+
+
+def bounded_int(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
     return value
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="folder with the four MNIST files (default: $FASTMNIST_DATA, then "
-                                           "the user cache)")
-    parser.add_argument("--download", action="store_true", help="download MNIST if it is not found")
+    parser.add_argument("--data-dir", help="folder with the four MNIST files (default: the verified cache, "
+                                           "then $FASTMNIST_DATA, then the user data folder)")
+    parser.add_argument("--offline", action="store_true", help="never download MNIST; fail if it is not found")
 
 
 def add_common(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
@@ -30,57 +52,79 @@ def add_common(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
                         help="auto picks CUDA when available (default: auto)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch (default: its own choice)")
     add_data_args(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                        help="no progress bars or per-run/per-epoch lines")
     if overrides:
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="override a recipe field, e.g. --set lr=0.02 --set conv1=16 (repeatable)")
+
+
+def load_data(args):
+    from fastmnist.data import load_mnist
+
+    return load_mnist(args.data_dir, allow_download=not args.offline)
 
 
 def setup(args):
     """Threads, device and data, all before any clock starts."""
     import torch
 
-    from fastmnist.data import load_mnist
-    from fastmnist.train import pick_device
+    from fastmnist.machine import pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    mnist = load_mnist(args.data_dir, allow_download=args.download)
-    return device, mnist
+    return device, load_data(args)
+
+
+def stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def epoch_printer(args, recipe):
+    """One stderr line per epoch for multi-epoch recipes (the original printed each epoch's test result)."""
+    if args.quiet or recipe.epochs == 1:
+        return None
+    return lambda epoch, accuracy, elapsed: stderr(f"  epoch {epoch}: test accuracy {accuracy:.2f}% "
+                                                   f"({elapsed:.1f} s)")
 
 
 def cmd_train(args) -> int:
-    from fastmnist.bench import Preparer, machine, warm_up
     from fastmnist.checkpoint import save_model
+    from fastmnist.machine import describe, machine_info, provenance
+    from fastmnist.output import check_writable, write_or_fallback
     from fastmnist.recipes import get_recipe, with_overrides
-    from fastmnist.train import train_run
+    from fastmnist.runner import Runner
 
     recipe = with_overrides(get_recipe(args.recipe), args.set)
-    device, mnist = setup(args)
-    data = Preparer(mnist, device)(recipe)
-    warmup_seconds = 0.0 if args.no_warmup else warm_up(recipe, data)
-    result = train_run(recipe, data, args.seed)
-    info = machine(device)
-    record = {**result.record(), "recipe": recipe.name, "device": device.type,
-              "torch_version": info["torch_version"], "cpu_model": info["cpu_model"],
-              "threads": info["torch_threads"], "gpu": info.get("gpu"),
-              "excluded_seconds": {"data_load": mnist.load_seconds, "prepare": data.seconds,
-                                   "warmup": warmup_seconds}}
     if args.save:
-        save_model(args.save, result.model, {k: record[k] for k in ("recipe", "seed", "accuracy", "device")})
+        check_writable(args.save, "--save")
+    device, mnist = setup(args)
+    runner = Runner(mnist, device, warmup=not args.no_warmup, on_epoch=epoch_printer(args, recipe))
+    result = runner.run(recipe, args.seed)
+    excluded = runner.excluded_seconds(recipe)
+    info = machine_info(device)
+    record = {**result.record(), "device": device.type, "excluded_seconds": excluded, "machine": info,
+              "provenance": provenance()}
     if args.json:
         print(json.dumps(record))
     else:
-        flag = "  DIVERGED (loss became NaN/inf)" if result.diverged else ""
+        flag = "  DIVERGED (loss or weights became NaN/inf)" if result.diverged else ""
         print(f"{recipe.name}: test accuracy {result.accuracy:.2f}% after {result.epochs} epoch(s) in "
-              f"{result.seconds:.2f} s on {device.type} ({info['cpu_model'] if device.type == 'cpu' else info['gpu']},"
-              f" {info['torch_threads']} threads, {result.precision}){flag}")
+              f"{result.seconds:.2f} s ({describe(info)}, {result.precision}){flag}")
         print(f"timed: model creation + training + test evaluation; not timed: data load "
-              f"{mnist.load_seconds:.2f} s, preparation {data.seconds:.2f} s, warm-up {warmup_seconds:.2f} s")
+              f"{excluded['data_load']:.2f} s, preparation {excluded['prepare']:.2f} s, "
+              f"warm-up {excluded['warmup']:.2f} s")
+    if result.diverged:
         if args.save:
-            print(f"saved weights to {args.save}")
-    return 3 if result.diverged else 0
+            stderr(f"fastmnist: error: not saving {args.save}: the run diverged")
+        return 3
+    if args.save:
+        write_or_fallback(args.save, lambda path: save_model(path, result.model, {
+            "recipe": recipe.name, "seed": args.seed, "accuracy": result.accuracy, "device": device.type}),
+            "the model")
+        print(f"saved weights to {args.save}", file=sys.stderr if args.json else sys.stdout)
+    return 0
 
 
 def cmd_recipes(args) -> int:
@@ -97,15 +141,19 @@ def cmd_recipes(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from fastmnist.bench import benchmark, format_table, write_json
+    from fastmnist.output import check_writable, write_json, write_or_fallback
     from fastmnist.recipes import get_recipe, with_overrides
+    from fastmnist.report import bench_table
+    from fastmnist.runner import benchmark
 
     recipes = [with_overrides(get_recipe(name), args.set) for name in args.recipes]
-    device, mnist = setup(args)
-    report = benchmark(recipes, args.runs, mnist, device, progress=not args.no_progress)
-    print(format_table(report))
     if args.out:
-        write_json(args.out, report)
+        check_writable(args.out, "--out")
+    device, mnist = setup(args)
+    report = benchmark(recipes, args.runs, mnist, device, progress=not args.quiet)
+    print(bench_table(report))
+    if args.out:
+        write_or_fallback(args.out, lambda path: write_json(path, report), "the bench report")
         print(f"wrote {args.out}")
     return 0
 
@@ -114,12 +162,15 @@ def cmd_ladder(args) -> int:
     from pathlib import Path
 
     from fastmnist.ladder import parse_stages, run_ladder
+    from fastmnist.output import check_folder, check_writable
     from fastmnist.report import write_ladder_report
 
     stages = parse_stages(args.stages)
+    out_dir = check_folder(Path(args.out), "--out")
+    for name in ("ladder.json", "ladder.md", "ladder.png"):
+        check_writable(out_dir / name, "--out")
     device, mnist = setup(args)
-    out_dir = Path(args.out)
-    report = run_ladder(stages, args.runs, mnist, device, out_dir, progress=not args.no_progress)
+    report = run_ladder(stages, args.runs, mnist, device, out_dir, progress=not args.quiet)
     md, png = write_ladder_report(report, out_dir)
     print(md.read_text())
     print(f"wrote {out_dir / 'ladder.json'}, {md}, {png}")
@@ -129,32 +180,45 @@ def cmd_ladder(args) -> int:
 def cmd_sweep(args) -> int:
     from pathlib import Path
 
-    from fastmnist.bench import machine, write_json
-    from fastmnist.data import write_text
+    from fastmnist.output import check_folder, write_json, write_text
     from fastmnist.recipes import get_recipe
+    from fastmnist.report import sweep_plots, sweep_table
+    from fastmnist.runner import Runner, envelope
     from fastmnist.sweep import (JobStore, SweepSpec, coordinate_ascent, default_study_name, open_study,
-                                 parse_params, real_job_runner, sweep_plots, sweep_table)
+                                 parse_params, real_job_runner)
 
     recipe = get_recipe(args.recipe)
     spec = SweepSpec(recipe, parse_params(recipe, args.param), args.runs, args.rounds, args.objective, args.target)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_folder(Path(args.out), "--out")
     storage = args.storage or f"sqlite:///{out_dir / 'sweep.db'}"
     study_name = args.study or default_study_name(spec)
-    store = JobStore(open_study(storage, study_name), args.stale_after)
+    store = JobStore(open_study(storage, study_name, args.stale_after))
     device, mnist = setup(args)
+    finished = store.finished_count()
+    if finished and not args.quiet:
+        stderr(f"sweep: study {study_name!r} already holds {finished} finished run(s); they are reused")
 
-    def show(point, seed, result):
-        if not args.no_progress:
-            label = ", ".join(f"{k}={v}" for k, v in point.items())
-            print(f"  {label} seed {seed}: {result['accuracy']:.2f}% {result['seconds']:.2f}s", file=sys.stderr)
+    def on_start(point, seed):
+        if not args.quiet:
+            stderr(f"sweep: running {', '.join(f'{k}={v}' for k, v in point.items())}, seed {seed}")
 
-    record = coordinate_ascent(spec, store, real_job_runner(spec, mnist, device), on_result=show)
-    record.update({"kind": "sweep", "recipe": recipe.name, "objective": args.objective, "target": args.target,
-                   "runs_per_point": args.runs, "study": study_name, "storage": storage,
-                   "machine": machine(device)})
+    def on_result(point, seed, result):
+        if not args.quiet:
+            stderr(f"sweep:   -> {result['accuracy']:.2f}% in {result['seconds']:.2f} s")
+
+    def on_wait(count):
+        if not args.quiet:
+            stderr(f"sweep: waiting for {count} run(s) held by other workers; a worker that stops beating "
+                   f"is taken as gone after {args.stale_after:g} s and its run redone here")
+
+    record = coordinate_ascent(spec, store, real_job_runner(spec, Runner(mnist, device)), on_start, on_result,
+                               on_wait)
+    record = {**envelope("sweep", device, [recipe], peak=False), **record, "objective": args.objective,
+              "target": args.target, "runs_per_point": args.runs, "study": study_name, "storage": storage}
     table = sweep_table(record)
     print(table)
+    print(f"runs: {record['runs_total']} in this sweep, {record['runs_run_here']} run now, "
+          f"{record['runs_reused']} reused from the store")
     write_json(out_dir / "sweep.json", record)
     write_text(out_dir / "sweep.md", "```\n" + table + "\n```\n")
     pictures = sweep_plots(record, out_dir)
@@ -162,28 +226,30 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def load_test_data(args):
-    from fastmnist.data import load_mnist
-
-    return load_mnist(args.data_dir, allow_download=args.download)
-
-
 def cmd_evaluate(args) -> int:
     from fastmnist.checkpoint import load_model
-    from fastmnist.use import evaluate, format_evaluation, save_error_grid
+    from fastmnist.output import check_writable
+    from fastmnist.report import error_grid, evaluation_text
+    from fastmnist.use import evaluate_model
 
+    if args.errors:
+        check_writable(args.errors, "--errors", suffixes=(".png",))
     model, info = load_model(args.model)
-    mnist = load_test_data(args)
-    result = evaluate(model, mnist)
+    mnist = load_data(args)
+    result = evaluate_model(model, mnist)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "predicted"} | {"model": info}))
     else:
         trained = ", ".join(f"{k} {v}" for k, v in info.items())
         print(f"model: {args.model} ({trained})")
-        print(format_evaluation(result))
+        print(evaluation_text(result))
     if args.errors:
-        count = save_error_grid(mnist, result["predicted"], args.errors)
-        print(f"wrote {args.errors} ({count} misclassified digits)", file=sys.stderr if args.json else sys.stdout)
+        from fastmnist.output import write_or_fallback
+
+        counted = []
+        write_or_fallback(args.errors, lambda path: counted.append(
+            error_grid(mnist.test_images, mnist.test_labels, result["predicted"], path)), "the error grid")
+        print(f"wrote {args.errors} ({counted[-1]} misclassified digits)", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -197,7 +263,7 @@ def cmd_predict(args) -> int:
         print(json.dumps(records))
     for record in records:
         if "error" in record:
-            print(f"fastmnist: error: {record['error']}", file=sys.stderr)
+            stderr(f"fastmnist: error: {record['error']}")
         elif not args.json:
             print(f"{record['file']}: {record['digit']} (p={record['probability']:.3f})")
     return 2 if any("error" in r for r in records) else 0
@@ -205,26 +271,29 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     from fastmnist.checkpoint import load_model
+    from fastmnist.output import check_writable, write_bytes, write_or_fallback
     from fastmnist.use import export_onnx
 
+    check_writable(args.onnx, "--onnx")
     model, _ = load_model(args.model)
-    check = export_onnx(model, args.onnx, load_test_data(args))
-    print(f"wrote {check['path']}; onnxruntime vs PyTorch on {check['images']} test images: "
+    blob, check = export_onnx(model, load_data(args))
+    write_or_fallback(args.onnx, lambda path: write_bytes(path, blob), "the ONNX model")
+    print(f"wrote {args.onnx}; onnxruntime vs PyTorch on {check['images']} test images: "
           f"{check['same_predictions']} same predictions, max |logit difference| {check['max_abs_diff']:.2e}")
     return 0 if check["same_predictions"] == check["images"] else 1
 
 
 def cmd_data(args) -> int:
-    from fastmnist.data import cache_path, load_mnist, locate
+    from fastmnist.data import cache_path, candidate_dirs
 
-    folder, looked = locate(args.data_dir)
-    print(f"looked in: {', '.join(map(str, looked))}")
-    mnist = load_mnist(args.data_dir, allow_download=args.download)
+    print(f"looks in: {cache_path()} (verified cache), then {', '.join(map(str, candidate_dirs(args.data_dir)))}"
+          if args.data_dir is None else f"looks in: {args.data_dir}")
+    mnist = load_data(args)
     counts = " ".join(str(int((mnist.train_labels == d).sum())) for d in range(10))
     print(f"MNIST OK: {len(mnist.train_labels)} training and {len(mnist.test_labels)} test images, "
           f"verified by SHA-256, from {mnist.source}")
     print(f"training label counts 0-9: {counts}")
-    print(f"cache: {cache_path()}")
+    print(f"cache: {cache_path()}: {mnist.cache}")
     return 0
 
 
@@ -238,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one recipe, print test accuracy and time")
     p.add_argument("--recipe", default="fastest", help="recipe name (see `fastmnist recipes`; default: fastest)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="RNG seed, >= 0 (default: 0)")
     p.add_argument("--save", metavar="PATH", help="write the trained weights (safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run")
@@ -276,8 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/sweep.db); "
                    "postgresql://... lets workers on several machines share one sweep")
     p.add_argument("--study", help="study name (default: derived from recipe, params and runs)")
-    p.add_argument("--stale-after", type=float, default=1800.0, metavar="SECONDS",
-                   help="a run claimed this long ago without a result is taken as lost and rerun")
+    p.add_argument("--stale-after", type=positive_int, default=60, metavar="SECONDS",
+                   help="a run whose worker has sent no heartbeat for this long is taken as lost and rerun "
+                        "(default: 60; heartbeats every few seconds)")
     p.add_argument("--out", default="sweep", metavar="DIR", help="where sweep.json/.md/.png go")
     add_common(p, overrides=False)
     p.set_defaults(func=cmd_sweep)
@@ -310,14 +380,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return args.func(args)
     except FastMnistError as exc:
-        print(f"fastmnist: error: {exc}", file=sys.stderr)
-        return 2
+        stderr(f"fastmnist: error: {exc}")
+        return exc.exit_code
+    except Terminated:
+        stderr("fastmnist: terminated (SIGTERM)")
+        return 143
     except KeyboardInterrupt:
-        print("fastmnist: interrupted", file=sys.stderr)
+        stderr("fastmnist: interrupted")
         return 130
+    except BrokenPipeError:  # `fastmnist recipes | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

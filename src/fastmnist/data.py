@@ -1,7 +1,7 @@
 """MNIST on disk: find the four files, download them when allowed, verify, parse, and cache as arrays.
 
 Everything here runs before the clock starts. The only thing the trainer needs is `load_mnist()`, which
-returns verified uint8 arrays, from a cache when a valid one exists.
+returns verified uint8 arrays, from a cache when it holds exactly the canonical MNIST content.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
+import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -19,10 +19,11 @@ import numpy as np
 import platformdirs
 
 from fastmnist.errors import DataError
+from fastmnist.output import atomic_write
 
 MEAN, STD = 0.1307, 0.3081  # pixel statistics of the training set, scaled to [0, 1]
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
-CACHE_FORMAT = 1  # bump when the cache layout changes
+CACHE_FORMAT = 2  # bump when the cache layout changes
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class IdxFile:
     shape: tuple[int, ...]
     sha256: str  # of the decompressed IDX bytes
     gz_md5: str  # of the original .gz on the public mirrors
+
+    def content_sha256(self, array: np.ndarray) -> str:
+        """SHA-256 of the IDX file this array would be: header then bytes, as the canonical hash covers."""
+        header = self.magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        return hashlib.sha256(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()).hexdigest()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -61,6 +67,7 @@ class Mnist:
     test_labels: np.ndarray  # (10000,) uint8
     source: str  # where the data came from: a folder, or the cache file
     load_seconds: float
+    cache: str = ""  # what happened to the cache: read, written, or why not
 
 
 def candidate_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
@@ -129,7 +136,7 @@ def parse_idx(content: bytes, spec: IdxFile, where: str) -> np.ndarray:
     return array
 
 
-def read_folder(folder: Path, verify: bool = True) -> dict[str, np.ndarray]:
+def read_folder(folder: Path) -> dict[str, np.ndarray]:
     arrays = {}
     for spec in FILES:
         path = find_file(folder, spec)
@@ -137,11 +144,10 @@ def read_folder(folder: Path, verify: bool = True) -> dict[str, np.ndarray]:
             raise DataError(f"missing {spec.stem} (or .gz) in {folder}")
         content = read_bytes(path)
         array = parse_idx(content, spec, str(path))
-        if verify:
-            digest = hashlib.sha256(content).hexdigest()
-            if digest != spec.sha256:
-                raise DataError(f"{path}: SHA-256 of the content is {digest[:16]}..., expected "
-                                f"{spec.sha256[:16]}... (wrong or damaged file)")
+        digest = hashlib.sha256(content).hexdigest()
+        if digest != spec.sha256:
+            raise DataError(f"{path}: SHA-256 of the content is {digest[:16]}..., expected "
+                            f"{spec.sha256[:16]}... (wrong or damaged file)")
         arrays[spec.key] = array
     return arrays
 
@@ -172,67 +178,56 @@ def cache_path() -> Path:
     return cache_dir() / f"mnist-v{CACHE_FORMAT}-{key}.npz"
 
 
-def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for spec in FILES:
-        h.update(np.ascontiguousarray(arrays[spec.key]).tobytes())
-    return h.hexdigest()
-
-
 def read_cache(path: Path) -> dict[str, np.ndarray] | None:
-    """The cached arrays, or None when the cache is absent or fails its own digest (then it is rebuilt)."""
+    """The cached arrays, or None when the cache is absent, unreadable, or not exactly MNIST: each array
+    is checked against the canonical content hash, so a forged or damaged cache is rebuilt, never used."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {spec.key: stored[spec.key] for spec in FILES}
-            digest = str(stored["digest"])
-        if all(arrays[spec.key].shape == spec.shape for spec in FILES) and digest == arrays_digest(arrays):
-            return arrays
     except Exception:  # any unreadable cache is simply rebuilt
-        pass
-    return None
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(Path(path), lambda f: f.write(text.encode()))
+        return None
+    for spec in FILES:
+        array = arrays[spec.key]
+        if array.dtype != np.uint8 or array.shape != spec.shape or spec.content_sha256(array) != spec.sha256:
+            return None
+    return arrays
 
 
 def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write(path, lambda f: np.savez(f, digest=np.array(arrays_digest(arrays)), **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def warn(text: str) -> None:
+    print(f"fastmnist: warning: {text}", file=sys.stderr)
 
 
 def load_mnist(data_dir=None, allow_download: bool = False, use_cache: bool = True) -> Mnist:
-    """Verified MNIST arrays. The cache is trusted only when it matches its own digest."""
+    """Verified MNIST arrays: from --data-dir if given, else the verified cache, else the folders of
+    `candidate_dirs` (downloading into the first when allowed). The cache is then (re)written."""
     start = time.perf_counter()
-    cached = read_cache(cache_path()) if use_cache else None
-    if cached is not None and data_dir is None:
-        return Mnist(**cached, source=str(cache_path()), load_seconds=time.perf_counter() - start)
+    cached = read_cache(cache_path()) if use_cache and data_dir is None else None
+    if cached is not None:
+        env = os.environ.get("FASTMNIST_DATA")
+        if env and locate(env)[0] is None:
+            warn(f"FASTMNIST_DATA={env} holds no MNIST files; using the verified cache {cache_path()}")
+        return Mnist(**cached, source=str(cache_path()), load_seconds=time.perf_counter() - start, cache="read")
     folder, looked = locate(data_dir)
     if folder is None:
         if not allow_download:
             missing = [spec.stem for spec in FILES if not find_file(looked[0], spec)]
             raise DataError(f"MNIST not found: missing {', '.join(missing)} (looked in "
-                            f"{', '.join(map(str, looked))}); run `fastmnist data --download` or set FASTMNIST_DATA")
+                            f"{', '.join(map(str, looked))}); run without --offline to download it, or set "
+                            f"FASTMNIST_DATA to a folder holding the four files")
         folder = looked[0]
         download(folder)
     arrays = read_folder(folder)
+    cache = "not used"
     if use_cache:
         try:
             write_cache(cache_path(), arrays)
-        except OSError:
-            pass  # a read-only cache folder only costs speed next time
-    return Mnist(**arrays, source=str(folder), load_seconds=time.perf_counter() - start)
+            cache = "written"
+        except OSError as exc:
+            cache = f"not written ({exc.strerror or exc}): MNIST is read and verified from the files each time"
+    return Mnist(**arrays, source=str(folder), load_seconds=time.perf_counter() - start, cache=cache)

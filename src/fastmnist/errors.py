@@ -1,9 +1,18 @@
-"""The one exception type the CLI turns into a one-line message and exit code 2."""
+"""The exceptions the CLI turns into one line on stderr and a non-zero exit code, never a traceback."""
 
 
 class FastMnistError(Exception):
-    """A problem with the user's input or environment, not a bug: shown as one line, no traceback."""
+    """A problem with the user's input or environment, not a bug: one line, exit code 2."""
+
+    exit_code = 2
 
 
 class DataError(FastMnistError):
     """Missing, corrupt or unverifiable MNIST files."""
+
+
+class OutputError(FastMnistError):
+    """The work was done but a result could not be written where asked: exit code 1, and the message says
+    where the result was saved instead."""
+
+    exit_code = 1

@@ -1,46 +1,49 @@
 """`fastmnist ladder`: run the stages, N seeds each, and keep every run in DIR/ladder.json.
 
 A later call with other stages updates those stages and keeps the rest, so a slow stage 0 need not be rerun
-to add a new stage at the top.
+to add a new stage at the top. Stages are numbered by their place in `recipes.LADDER`.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from fastmnist.bench import Preparer, machine, matmul_gflops, recipe_record, summarize, warm_up, write_json
 from fastmnist.errors import FastMnistError
 from fastmnist.models import flops_per_image
-from fastmnist.recipes import RECIPES, Recipe, stage_number
-from fastmnist.train import RunResult, effective_precision, train_run
+from fastmnist.output import write_json
+from fastmnist.recipes import LADDER, Recipe
+from fastmnist.runner import Runner, envelope, summary_row
 
 TYPICAL_EARLY_STOP_EPOCHS = 3  # for the time estimate only: stages 1-4 stop after 2-5 epochs
 
 
-def ladder_stages() -> list[Recipe]:
-    return [r for r in RECIPES.values() if stage_number(r.name) is not None]
-
-
 def parse_stages(text: str) -> list[Recipe]:
-    """'0-8', '3,5,9-12' or 'all' -> those stages, in ladder order."""
-    known = {stage_number(r.name): r for r in ladder_stages()}
-    if text == "all":
-        return list(known.values())
+    """'0-8', '3,5,9-12' or 'all' -> those stages, in ladder order. A reversed or empty range is an error."""
+    if text.strip() == "all":
+        return list(LADDER)
     wanted = set()
-    try:
-        for part in text.split(","):
-            low, _, high = part.partition("-")
-            wanted.update(range(int(low), int(high or low) + 1))
-    except ValueError:
-        raise FastMnistError(f"--stages {text!r}: expected e.g. 0-8 or 3,5,9-12") from None
-    unknown = sorted(wanted - set(known))
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise FastMnistError(f"--stages {text!r}: expected e.g. 0-8, 3,5,9-12 or all") from None
+        if first > last:
+            raise FastMnistError(f"--stages {text!r}: range {part.strip()} is reversed; write {last}-{first}")
+        wanted.update(range(first, last + 1))
+    unknown = sorted(n for n in wanted if not 0 <= n < len(LADDER))
     if unknown:
-        raise FastMnistError(f"--stages: no stage {unknown[0]}; stages are {min(known)}-{max(known)}")
-    return [known[n] for n in sorted(wanted)]
+        raise FastMnistError(f"--stages: no stage {unknown[0]}; stages are 0-{len(LADDER) - 1}")
+    return [LADDER[n] for n in sorted(wanted)]
+
+
+def ladder_position(name: str) -> int:
+    """Where a stored stage sits in today's ladder; stages no longer defined go last."""
+    names = [r.name for r in LADDER]
+    return names.index(name) if name in names else len(names)
 
 
 def estimated_tflop(recipe: Recipe) -> float:
@@ -51,31 +54,28 @@ def estimated_tflop(recipe: Recipe) -> float:
     return (epochs * 60000 * recipe.train_fraction * train + evaluations * 10000 * infer) / 1e12
 
 
-def run_ladder(stages: list[Recipe], runs: int, mnist, device, out_dir: Path, progress: bool = True) -> dict:
+def run_ladder(stages: list[Recipe], runs: int, mnist, device, out_dir: Path, progress: bool = True,
+               on_epoch=None) -> dict:
     """Each stage: one warm-up, then seeds 0..runs-1. The JSON is rewritten after every stage."""
-    path = out_dir / "ladder.json"
+    path = Path(out_dir) / "ladder.json"
     report = load_ladder(path) if path.is_file() else {"kind": "ladder", "stages": {}}
-    preparer = Preparer(mnist, device)
-    peak = matmul_gflops(device)
+    runner = Runner(mnist, device, on_epoch=on_epoch)
     bar = tqdm(total=sum(estimated_tflop(r) for r in stages) * runs, unit="TFLOP", disable=not progress,
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} TFLOP [{elapsed}<{remaining}]")
     for recipe in stages:
-        data = preparer(recipe)
-        warmup = warm_up(recipe, data)
-        results: list[RunResult] = []
-        for seed in range(runs):
-            bar.set_description(f"{recipe.name} seed {seed}")
-            results.append(train_run(recipe, data, seed))
-            bar.update(estimated_tflop(recipe))
+        bar.set_description(recipe.name)
+        results = runner.run_interleaved([recipe], range(runs),
+                                         on_run=lambda _: bar.update(estimated_tflop(recipe)))[recipe.name]
+        head = envelope("ladder-stage", device, [recipe])
         report["stages"][recipe.name] = {
-            "recipe": recipe_record(recipe),
-            "summary": {**summarize(results, recipe), "precision": effective_precision(recipe, device)},
-            "excluded_seconds": {"data_load": mnist.load_seconds, "prepare": data.seconds, "warmup": warmup},
+            "recipe": head["recipes"][recipe.name],
+            "summary": summary_row(recipe, results, device),
+            "excluded_seconds": runner.excluded_seconds(recipe),
             "runs": [r.record() for r in results],
-            "machine": {**machine(device), "matmul_gflops_fp32": peak},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": head["machine"],
+            "provenance": head["provenance"],
         }
-        report["stages"] = dict(sorted(report["stages"].items(), key=lambda kv: stage_number(kv[0])))
+        report["stages"] = dict(sorted(report["stages"].items(), key=lambda kv: ladder_position(kv[0])))
         write_json(path, report)
     bar.close()
     return report

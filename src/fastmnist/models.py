@@ -1,7 +1,8 @@
 """The networks: one small conv-net family, described by a spec, so recipes can name and diff them.
 
-Every network of the seed's ladder (A-D in LADDER.md) is a point in this family:
-conv1 (stride 1 or 2) -> [pool] -> ReLU -> conv2 -> pool -> ReLU -> [dropout2d] -> flatten -> fc -> ReLU -> [dropout] -> fc.
+Every network of the original study's ladder (nets A-D in docs/ladder.md) is a point in this family:
+conv1 (stride 1 or 2) -> [pool] -> ReLU -> conv2 -> pool -> [ReLU] -> [dropout2d] -> flatten -> fc -> ReLU
+-> [dropout] -> fc.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class NetSpec:
     kernel2: int = 3
     pool1: bool = False  # 2x2 max-pool after conv1 (net B on)
     pool_before_relu: bool = False  # same function, less work (net D)
+    relu2: bool = True  # net A has none after conv2: its forward goes conv2 -> max_pool2d -> dropout
     dropout1: float = 0.25  # Dropout2d after the conv block (net A only)
     fc: int = 128
     dropout2: float = 0.5  # before the last linear layer (nets A, B)
@@ -45,7 +47,7 @@ class NetSpec:
 
 
 NETS = {
-    "A": NetSpec(),
+    "A": NetSpec(relu2=False),
     "B": NetSpec(pool1=True, dropout1=0.0),
     "C": NetSpec(conv1=24, conv2=32, pool1=True, dropout1=0.0, dropout2=0.0),
     "D": NetSpec(conv1=24, kernel1=5, conv2=32, pool1=True, pool_before_relu=True, dropout1=0.0, fc=256,
@@ -54,7 +56,7 @@ NETS = {
 
 
 def net_name(spec: NetSpec) -> str:
-    """'A'..'D' for the seed's networks, else a short description of the spec."""
+    """'A'..'D' for the original study's networks, else a short description of the spec."""
     for name, known in NETS.items():
         if known == spec:
             return name
@@ -77,16 +79,17 @@ class ConvNet(nn.Module):
         self.dropout2 = nn.Dropout(spec.dropout2) if spec.dropout2 else nn.Identity()
         self.fc2 = nn.Linear(spec.fc, 10)
 
-    def block(self, x, conv, bn, pool):
+    def block(self, x, conv, bn, pool, relu=True):
         x = conv(x)
-        if pool and self.spec.pool_before_relu:
-            return F.relu(bn(F.max_pool2d(x, 2)))
+        if pool and (self.spec.pool_before_relu or not relu):
+            x = bn(F.max_pool2d(x, 2))
+            return F.relu(x) if relu else x
         x = F.relu(bn(x))
         return F.max_pool2d(x, 2) if pool else x
 
     def forward(self, x):
         x = self.block(x, self.conv1, self.bn1, self.spec.pool1)
-        x = self.block(x, self.conv2, self.bn2, True)
+        x = self.block(x, self.conv2, self.bn2, True, self.spec.relu2)
         x = self.dropout1(x)
         x = self.dropout2(F.relu(self.fc1(torch.flatten(x, 1))))
         return F.log_softmax(self.fc2(x), dim=1)

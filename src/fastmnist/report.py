@@ -1,22 +1,59 @@
-"""Reports: the ladder as a Markdown table and a picture, built only from a ladder.json and the recipes."""
+"""Every table and picture fastmnist shows: bench, ladder, sweep and evaluate, built from their JSON."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastmnist.bench import recipe_record
-from fastmnist.data import atomic_write, write_text
-from fastmnist.recipes import RECIPES, Recipe, describe_changes
+import numpy as np
 
-# The seed's own times (LADDER.md, GTX 1660 Ti laptop GPU): its claims, shown beside ours, not ours.
-SEED_GPU_SECONDS = {"stage0": 172.0, "stage1": 57.4, "stage2": 30.3, "stage3": 7.31, "stage4": 4.66,
-                    "stage5": 3.14, "stage6": 2.31, "stage7": 1.74, "stage8": 0.762}
+from fastmnist.machine import describe
+from fastmnist.output import save_figure, write_text
+from fastmnist.recipes import RECIPES, describe_changes
+from fastmnist.runner import recipe_record
+from fastmnist.stats import plus_minus
+
+# The original study's own times (docs/ladder.md, GTX 1660 Ti laptop GPU): its claims, shown beside ours.
+ORIGINAL_GPU_SECONDS = {"stage0": 172.0, "stage1": 57.4, "stage2": 30.3, "stage3": 7.31, "stage4": 4.66,
+                        "stage5": 3.14, "stage6": 2.31, "stage7": 1.74, "stage8": 0.762}
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def machine_line(machine: dict) -> str:
+    peak = machine.get("matmul_gflops_fp32")
+    return (f"machine: {describe(machine)}, {machine['cpu_count']} cores, torch {machine['torch_version']}"
+            + (f", best fp32 matmul {peak:.0f} GFLOP/s" if peak else ""))
+
+
+def bench_table(report: dict) -> str:
+    width = max(12, *(len(row["recipe"]) for row in report["summary"]))
+    target = report["summary"][0]["target"]
+    lines = [f"{'recipe':<{width}} {'runs':>4} {'accuracy %':>15} {f'>={target:g}%':>6} {'seconds':>15} "
+             f"{'median s':>9} {'ratio':>6} {'TFLOP':>6} {'GFLOP/s':>8}"]
+    for row in report["summary"]:
+        lines.append(
+            f"{row['recipe']:<{width}} {row['runs']:>4} {plus_minus(row['accuracy_mean'], row['accuracy_std']):>15} "
+            f"{100 * row['share_reaching_target']:>5.0f}% {plus_minus(row['seconds_mean'], row['seconds_std']):>15} "
+            f"{row['seconds_median']:>9.2f} {row['median_time_ratio_vs_first']:>6.2f} "
+            f"{row['tflop_per_run']:>6.3f} {row['gflop_per_s']:>8.1f}")
+    t = report["timing"]
+    lines.append(machine_line(report["machine"]))
+    lines.append(f"timed: {t['includes']}; not timed: {t['excludes']} "
+                 f"(load {t['data_load_seconds']:.2f}s, warm-up {sum(t['warmup_seconds'].values()):.2f}s)")
+    lines.append("ratio: median over seeds of (recipe time / first recipe time), pairs run back to back")
+    return "\n".join(lines)
 
 
 def what_changed(name: str) -> str:
-    recipe: Recipe = RECIPES[name]
-    parent = RECIPES.get(recipe.parent) if recipe.parent else None
-    return "; ".join(describe_changes(parent, recipe))
+    recipe = RECIPES[name]
+    return "; ".join(describe_changes(RECIPES.get(recipe.parent) if recipe.parent else None, recipe))
 
 
 def is_stale(name: str, stage: dict) -> bool:
@@ -28,76 +65,144 @@ def ladder_markdown(report: dict) -> str:
     stages = report["stages"]
     names = list(stages)
     first = stages[names[0]]["summary"]["seconds_mean"]
-    rows = ["| stage | what changed | epochs | accuracy % (mean +- std) | runs >= 99% | seconds (mean +- std) "
-            "| x vs first | x vs previous | TFLOP/run | GFLOP/s | x above floor | seed's GPU s |",
+    rows = ["| stage | what changed | epochs | accuracy % (mean +- std) | runs >= target | seconds (mean +- std) "
+            "| x vs first | x vs previous | TFLOP/run | GFLOP/s | x above floor | original's GPU s |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     previous = None
     for name in names:
         s = stages[name]["summary"]
         stale = " (stale: definition changed since)" if is_stale(name, stages[name]) else ""
         vs_prev = f"{previous / s['seconds_mean']:.2f}" if previous else "-"
-        seed = SEED_GPU_SECONDS.get(name)
+        original = ORIGINAL_GPU_SECONDS.get(name)
         peak = stages[name]["machine"].get("matmul_gflops_fp32")
         floor = f"{s['seconds_mean'] / (s['tflop_per_run'] * 1e3 / peak):.1f}" if peak else "-"
         rows.append(
             f"| {name} | {what_changed(name) if name in RECIPES else '?'}{stale} | {s['epochs_mean']:.1f} "
-            f"| {s['accuracy_mean']:.3f} +- {s['accuracy_std']:.3f} | {s['share_at_least_99'] * 100:.0f}% of "
-            f"{s['runs']} | {s['seconds_mean']:.2f} +- {s['seconds_std']:.2f} | {first / s['seconds_mean']:.1f} "
-            f"| {vs_prev} | {s['tflop_per_run']:.3f} | {s['gflop_per_s']:.1f} | {floor} | {seed if seed else '-'} |")
+            f"| {plus_minus(s['accuracy_mean'], s['accuracy_std'], 3)} | {s['share_reaching_target'] * 100:.0f}% "
+            f"of {s['runs']} | {plus_minus(s['seconds_mean'], s['seconds_std'])} | {first / s['seconds_mean']:.1f} "
+            f"| {vs_prev} | {s['tflop_per_run']:.3f} | {s['gflop_per_s']:.1f} | {floor} | {original or '-'} |")
         previous = s["seconds_mean"]
+    machines = {describe(stage["machine"]) for stage in stages.values()}
     machine = stages[names[-1]]["machine"]
-    rows += ["", f"Measured on {machine['cpu_model']} ({machine['cpu_count']} cores, {machine['torch_threads']} "
-                 f"threads, {machine['device']}), torch {machine['torch_version']}. Timed: model creation, "
-                 "training and every test evaluation the recipe makes; not timed: data loading, preparation, one "
-                 "short warm-up run per stage. Floor: the run's FLOPs at this machine's best fp32 matmul rate "
-                 f"({machine.get('matmul_gflops_fp32', float('nan')):.0f} GFLOP/s). The seed's column is its own "
-                 "GTX 1660 Ti figure (LADDER.md)."]
+    where = (f"Measured on {machine['cpu_model']} ({machine['vector_isa']}, {machine['cpu_count']} cores, "
+             f"{machine['torch_threads']} threads, {machine['device']}), torch {machine['torch_version']}."
+             if len(machines) == 1 else
+             "**Measured on more than one machine** (" + "; ".join(sorted(machines)) + "): times of "
+             "different machines are not comparable, see each stage's `machine` in ladder.json.")
+    rows += ["", where + " Timed: model creation, training and every test evaluation the recipe makes; not "
+             "timed: data loading, preparation, one short warm-up run per stage. Floor: the run's FLOPs at this "
+             f"machine's best fp32 matmul rate ({machine.get('matmul_gflops_fp32', float('nan')):.0f} GFLOP/s). "
+             "The last column is the original study's own GTX 1660 Ti figure (docs/ladder.md)."]
     return "\n".join(rows) + "\n"
 
 
 def ladder_plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Times as points on a log axis (bars on a log axis have no true zero and mislead), accuracy below."""
+    plt = pyplot()
     stages = report["stages"]
     names = list(stages)
-    x = range(len(names))
-    seconds = [stages[n]["summary"]["seconds_mean"] for n in names]
-    errors = [stages[n]["summary"]["seconds_std"] for n in names]
-    accuracy = [stages[n]["summary"]["accuracy_mean"] for n in names]
-    acc_err = [stages[n]["summary"]["accuracy_std"] for n in names]
-    labels = [n.replace("stage", "") for n in names]
-
+    x = np.arange(len(names))
+    summary = [stages[n]["summary"] for n in names]
+    seconds = [s["seconds_mean"] for s in summary]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, height_ratios=(3, 2))
-    top.bar(x, seconds, yerr=errors, color="tab:blue", label="ours (this machine)")
-    seed = [(i, SEED_GPU_SECONDS[n]) for i, n in enumerate(names) if n in SEED_GPU_SECONDS]
-    if seed:
-        top.plot(*zip(*seed), "o--", color="tab:orange", label="seed (GTX 1660 Ti)")
+    top.errorbar(x, seconds, yerr=[s["seconds_std"] or 0 for s in summary], fmt="o-", color="tab:blue",
+                 capsize=3, label="ours (this machine)")
+    original = [(i, ORIGINAL_GPU_SECONDS[n]) for i, n in enumerate(names) if n in ORIGINAL_GPU_SECONDS]
+    if original:
+        top.plot(*zip(*original), "s--", color="tab:orange", label="original study (GTX 1660 Ti)")
     top.set_yscale("log")
-    top.set_ylabel("seconds per run (log)")
+    top.grid(True, which="both", axis="y", alpha=0.3)
+    top.set_ylabel("seconds per run (log scale)")
     top.set_title("Time to train and test, stage by stage")
     top.legend()
     for i, s in zip(x, seconds):
-        top.annotate(f"{s:.2f}", (i, s), ha="center", va="bottom", fontsize=8)
-    bottom.errorbar(x, accuracy, yerr=acc_err, fmt="o", color="tab:green")
-    bottom.axhline(99.0, color="red", linestyle=":", label="99%")
+        top.annotate(f"{s:.2f}", (i, s), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    bottom.errorbar(x, [s["accuracy_mean"] for s in summary], yerr=[s["accuracy_std"] or 0 for s in summary],
+                    fmt="o", color="tab:green")
+    bottom.axhline(summary[0]["target"], color="red", linestyle=":", label=f"{summary[0]['target']:g}%")
     bottom.set_ylabel("test accuracy % (mean +- std)")
     bottom.set_xlabel("stage")
-    bottom.set_xticks(list(x), labels)
+    bottom.set_xticks(list(x), [n.replace("stage", "") for n in names])
     bottom.legend()
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
 
 
-def save_figure(fig, path: Path) -> None:
-    atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=110))
-
-
 def write_ladder_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
-    md, png = out_dir / "ladder.md", out_dir / "ladder.png"
+    md, png = Path(out_dir) / "ladder.md", Path(out_dir) / "ladder.png"
     write_text(md, ladder_markdown(report))
     ladder_plot(report, png)
     return md, png
+
+
+def sweep_table(record: dict) -> str:
+    target = record["target"]
+    lines = [f"{'round':>5} {'param':<16} {'value':>10} {'runs':>4} {'accuracy %':>17} {'SE':>6} "
+             f"{f'>={target:g}%':>6} {'seconds':>8} {'p vs kept':>9}"]
+    for phase in record["phases"]:
+        for s in phase["points"]:
+            mark = " <- kept" if s["value"] == phase["chosen"] else ""
+            p = "-" if s["p_vs_incumbent"] is None else f"{s['p_vs_incumbent']:.3f}"
+            se = "n/a" if s["accuracy_se"] is None else f"{s['accuracy_se']:.3f}"
+            lines.append(f"{phase['round']:>5} {phase['param']:<16} {str(s['value']):>10} {s['runs']:>4} "
+                         f"{plus_minus(s['accuracy_mean'], s['accuracy_std'], 3):>17} {se:>6} "
+                         f"{100 * s['share_reaching_target']:>5.0f}% {s['seconds_mean']:>8.2f} {p:>9}{mark}")
+    lines.append("best: " + ", ".join(f"{k}={v}" for k, v in record["best"].items()))
+    lines.append("p vs kept: Welch's t-test of the point's accuracies against the value held when the "
+                 "parameter's turn began")
+    return "\n".join(lines)
+
+
+def sweep_plots(record: dict, out_dir: Path) -> list[Path]:
+    """One picture per parameter: mean accuracy vs value, error bars one standard error, target line."""
+    plt = pyplot()
+    paths = []
+    for name in dict.fromkeys(p["param"] for p in record["phases"]):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for phase in (p for p in record["phases"] if p["param"] == name):
+            points = phase["points"]
+            if all(isinstance(s["value"], (int, float)) for s in points):
+                points = sorted(points, key=lambda s: s["value"])  # numbers read left to right
+            ax.errorbar([str(s["value"]) for s in points], [s["accuracy_mean"] for s in points],
+                        yerr=[s["accuracy_se"] or 0 for s in points], fmt="o-", capsize=4,
+                        label=f"round {phase['round']} (kept {phase['chosen']})")
+        ax.axhline(record["target"], color="red", linestyle=":", label=f"{record['target']:g}%")
+        ax.set_xlabel(name)
+        ax.set_ylabel("test accuracy % (mean +- SE)")
+        ax.set_title(f"sweep: {name}")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(save_figure(fig, Path(out_dir) / f"sweep-{name}.png"))
+        plt.close(fig)
+    return paths
+
+
+def evaluation_text(result: dict) -> str:
+    lines = [f"test accuracy: {result['accuracy']:.2f}% ({int(np.trace(result['confusion']))}/"
+             f"{int(np.sum(result['confusion']))})",
+             "per class:    " + " ".join(f"{d}:{a:.1f}" for d, a in enumerate(result["per_class"])),
+             "confusion (rows: true digit, columns: predicted):",
+             "      " + " ".join(f"{d:>5}" for d in range(10))]
+    lines += [f"  {d:>2}  " + " ".join(f"{n:>5}" for n in row) for d, row in enumerate(result["confusion"])]
+    return "\n".join(lines)
+
+
+def error_grid(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, path: Path, limit: int = 100) -> int:
+    """A grid of misclassified digits titled 'true->predicted'. Returns how many errors exist."""
+    plt = pyplot()
+    wrong = np.flatnonzero(predicted != labels)
+    shown = wrong[:limit]
+    cols = 10
+    rows = max(1, -(-len(shown) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, index in zip(axes.flat, shown):
+        ax.imshow(images[index], cmap="gray_r")
+        ax.set_title(f"{labels[index]}->{predicted[index]}", fontsize=8)
+    fig.suptitle(f"{len(wrong)} misclassified test digits (true->predicted), first {len(shown)} shown")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return len(wrong)

@@ -1,29 +1,34 @@
-"""`fastmnist sweep`: the seed's coordinate ascent, many seeds per point, persisted run by run in Optuna.
+"""`fastmnist sweep`: the original study's coordinate ascent, many seeds per point, persisted run by run.
 
 Every (point, seed) pair is a job; every job is one Optuna trial whose user attributes hold the point, the
 seed and the result. Nothing lives only in memory, so Ctrl-C loses at most the run in flight and the same
 command resumes. Several workers may share one study: a worker claims a job by creating a trial tagged with
-it, then checks the store; of several trials for one job, only the lowest-numbered one runs.
+it, then checks the store; of several trials for one job, only the lowest-numbered one runs. A worker
+records a heartbeat while it runs a job, so the job of a worker that died is failed and rerun by another
+once its heartbeat is older than the grace period (`--stale-after`).
 """
 
 from __future__ import annotations
 
 import json
+import random
+import threading
 import time
+import warnings
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from fastmnist.errors import FastMnistError
 from fastmnist.recipes import NET_FIELDS, Recipe, derive, parse_param, split_assignment
+from fastmnist.stats import summarize, welch_p
 
 ALIVE = (TrialState.RUNNING, TrialState.COMPLETE)
 POLL_SECONDS = 2.0  # how often a worker with nothing to claim looks for others' results
+CREATE_TRIES = 8  # workers started together race to create the schema; the losers retry
 
 
 @dataclass(frozen=True)
@@ -61,35 +66,85 @@ def job_key(point: dict, seed: int) -> str:
     return json.dumps({"point": point, "seed": seed}, sort_keys=True)
 
 
-def open_study(storage: str, name: str) -> optuna.Study:
-    if storage.startswith("sqlite"):  # several processes on one file: wait for the lock, don't fail
-        storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
+def heartbeat_interval(stale_after: float) -> int:
+    """Beat a few times within the grace period, at most every 10 s: cheap, and a dead worker shows soon."""
+    return max(1, min(10, int(stale_after // 3)))
+
+
+def open_study(url: str, name: str, stale_after: float = 60.0) -> optuna.Study:
+    """The study at `url`, created if new. Creation is retried: workers started together race to create
+    the tables, and the losers of that race find them made on the next try."""
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
-    except Exception as exc:  # bad URLs, missing drivers, unreachable servers: one line for the user
-        raise FastMnistError(f"cannot open sweep storage {storage!r}: {type(exc).__name__}: {exc}") from None
+    # heartbeats outside Study.optimize are what this module is for: Optuna's notes about it are noise here
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    for attempt in range(CREATE_TRIES):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                 heartbeat_interval=heartbeat_interval(stale_after),
+                                                 grace_period=max(1, int(stale_after)))
+            return optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                       load_if_exists=True)
+        except Exception as exc:  # bad URLs, missing drivers, unreachable servers, creation races
+            if attempt + 1 < CREATE_TRIES and creation_race(exc):
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise FastMnistError(f"cannot open sweep storage {url!r}: {type(exc).__name__}: {first}") from None
+    raise AssertionError("unreachable")
+
+
+def creation_race(exc: Exception) -> bool:
+    """True for the errors two processes creating one schema at once give each other."""
+    text = str(exc)
+    return any(sign in text for sign in ("already exists", "UNIQUE constraint failed", "duplicate key",
+                                         "database is locked"))
+
+
+class Heartbeat:
+    """Records a trial's heartbeat in the store every few seconds while its job runs."""
+
+    def __init__(self, storage, trial_id: int):
+        self.storage, self.trial_id, self.stop = storage, trial_id, threading.Event()
+        storage.record_heartbeat(trial_id)  # before the thread starts: no moment without a beat
+        self.thread = threading.Thread(target=self.beat, daemon=True)
+
+    def beat(self):
+        while not self.stop.wait(self.storage.get_heartbeat_interval()):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a store that went away: the job's own write will report it
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
 
 
 class JobStore:
     """The study seen as jobs: which are done, which are claimed, and claiming one."""
 
-    def __init__(self, study: optuna.Study, stale_after: float):
-        self.study, self.stale_after = study, stale_after
+    def __init__(self, study: optuna.Study):
+        self.study = study
 
-    def trials(self) -> list:
-        return self.study.get_trials(deepcopy=False, states=ALIVE)
+    def trials(self, states=ALIVE) -> list:
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    def finished_count(self) -> int:
+        return len(self.trials((TrialState.COMPLETE,)))
 
     def fail_stale(self) -> None:
-        """RUNNING trials older than `stale_after` belong to a worker that died (kill -9, power loss)."""
-        now = datetime.now()
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.datetime_start and (now - t.datetime_start).total_seconds() > self.stale_after:
-                self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        """RUNNING trials whose heartbeat stopped belong to a worker that died (kill -9, power loss)."""
+        optuna.storages.fail_stale_trials(self.study)
 
     def results(self, keys: set[str]) -> dict[str, dict]:
-        return {t.user_attrs["job"]: t.user_attrs for t in self.trials()
-                if t.state == TrialState.COMPLETE and t.user_attrs.get("job") in keys}
+        return {t.user_attrs["job"]: t.user_attrs for t in self.trials((TrialState.COMPLETE,))
+                if t.user_attrs.get("job") in keys}
 
     def claim(self, key: str):
         """A trial that owns `key`, or None if another worker's trial has it."""
@@ -101,55 +156,65 @@ class JobStore:
             return None
         return trial
 
+    def finish(self, trial, point: dict, seed: int, result: dict) -> bool:
+        """Store a result; False when the trial was meanwhile failed as stale and taken over (a lost
+        race: the other worker's run counts, this one is dropped quietly)."""
+        try:
+            for name in ("accuracy", "seconds", "diverged", "epochs"):
+                trial.set_user_attr(name, result[name])
+            trial.set_user_attr("point", point)
+            trial.set_user_attr("seed", seed)
+            self.study.tell(trial, result["accuracy"])
+        except UpdateFinishedTrialError:
+            return False
+        return True
 
-def run_jobs(store: JobStore, jobs: dict[str, tuple[dict, int]], run_job, on_result=None) -> dict[str, dict]:
-    """Run (or wait for other workers to run) every job; returns each job's stored result."""
-    keys = set(jobs)
+
+def run_jobs(store: JobStore, jobs: dict[str, tuple[dict, int]], run_job, on_start=None, on_result=None,
+             on_wait=None) -> tuple[dict[str, dict], int]:
+    """Run (or wait for other workers to run) every job; returns each job's stored result and how many
+    this worker ran."""
+    keys, ran, waiting = set(jobs), 0, False
     while True:
         store.fail_stale()
         done = store.results(keys)
         if len(done) == len(keys):
-            return done
+            return done, ran
         taken = {t.user_attrs.get("job") for t in store.trials()}
         free = [k for k in jobs if k not in taken]
         if not free:
+            if on_wait and not waiting:
+                on_wait(len(keys) - len(done))
+            waiting = True
             time.sleep(POLL_SECONDS)  # the rest are in flight in other workers
             continue
+        waiting = False
         trial = store.claim(free[0])
         if trial is None:
             continue
         point, seed = jobs[free[0]]
+        if on_start:
+            on_start(point, seed)
         try:
-            result = run_job(point, seed)
+            with Heartbeat(store.study._storage, trial._trial_id):
+                result = run_job(point, seed)
         except BaseException:
-            store.study.tell(trial, state=TrialState.FAIL)  # Ctrl-C or a crash: this job will run again
+            try:  # Ctrl-C, SIGTERM or a crash: release the job so it runs again
+                store.study.tell(trial, state=TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                pass
             raise
-        for name in ("accuracy", "seconds", "diverged", "epochs"):
-            trial.set_user_attr(name, result[name])
-        trial.set_user_attr("point", point)
-        trial.set_user_attr("seed", seed)
-        store.study.tell(trial, result["accuracy"])
-        if on_result:
-            on_result(point, seed, result)
+        if store.finish(trial, point, seed, result):
+            ran += 1
+            if on_result:
+                on_result(point, seed, result)
 
 
-def point_stats(results: list[dict]) -> dict:
-    acc = np.array([r["accuracy"] for r in results])
-    secs = np.array([r["seconds"] for r in results])
-    std = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
-    return {"runs": len(acc), "accuracy_mean": float(acc.mean()), "accuracy_std": std,
-            "accuracy_se": std / np.sqrt(len(acc)), "share_at_least_99": float((acc >= 99.0).mean()),
-            "seconds_mean": float(secs.mean()), "diverged": int(sum(r["diverged"] for r in results)),
-            "accuracies": acc.tolist()}
-
-
-def welch_p(a: list[float], b: list[float]) -> float | None:
-    """Two-sided Welch's t-test p-value of a vs b; None when it is undefined (too few runs, no spread)."""
-    from scipy import stats
-
-    if len(a) < 2 or len(b) < 2 or (np.std(a) == 0 and np.std(b) == 0):
-        return None
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+def point_stats(results: list[dict], target: float) -> dict:
+    row = summarize([r["accuracy"] for r in results], [r["seconds"] for r in results], target)
+    row["diverged"] = int(sum(r["diverged"] for r in results))
+    row["accuracies"] = [r["accuracy"] for r in results]
+    return row
 
 
 def choose(spec: SweepSpec, candidates: list[tuple[object, dict]]) -> object:
@@ -162,20 +227,23 @@ def choose(spec: SweepSpec, candidates: list[tuple[object, dict]]) -> object:
 
 
 def coordinate_ascent(spec: SweepSpec, store: JobStore, run_job: Callable[[dict, int], dict],
-                      on_result=None) -> dict:
+                      on_start=None, on_result=None, on_wait=None) -> dict:
     """For each parameter in turn try every value, keep the best, move on; repeat for `rounds` or until
-    a whole round changes nothing. Returns the sweep's record (phases, best point)."""
+    a whole round changes nothing. Returns the sweep's record (phases, best point, runs reused)."""
     best = {name: getattr(spec.recipe.net if name in NET_FIELDS else spec.recipe, name)
             for name, _ in spec.params}
-    phases = []
+    phases, used, ran = [], set(), 0
     for round_index in range(spec.rounds):
         changed = False
         for name, values in spec.params:
             tried = list(dict.fromkeys([best[name], *values]))
             points = {v: {**best, name: v} for v in tried}
             jobs = {job_key(p, s): (p, s) for p in points.values() for s in range(spec.runs)}
-            done = run_jobs(store, jobs, run_job, on_result)
-            stats = {v: point_stats([done[job_key(p, s)] for s in range(spec.runs)]) for v, p in points.items()}
+            done, ran_now = run_jobs(store, jobs, run_job, on_start, on_result, on_wait)
+            ran += ran_now
+            used |= set(jobs)
+            stats = {v: point_stats([done[job_key(p, s)] for s in range(spec.runs)], spec.target)
+                     for v, p in points.items()}
             incumbent = best[name]
             for v, s in stats.items():
                 s["value"] = v
@@ -188,74 +256,17 @@ def coordinate_ascent(spec: SweepSpec, store: JobStore, run_job: Callable[[dict,
                 best[name], changed = chosen, True
         if not changed:
             break
-    return {"best": best, "phases": phases}
+    return {"best": best, "phases": phases, "runs_total": len(used), "runs_run_here": ran,
+            "runs_reused": len(used) - ran}
 
 
-def real_job_runner(spec: SweepSpec, mnist, device):
-    """Train the recipe at a point for a seed; preparation is shared across points of one layout."""
-    from fastmnist.bench import Preparer, warm_up
-    from fastmnist.train import train_run
-
-    preparer, warmed = Preparer(mnist, device), set()
-
+def real_job_runner(spec: SweepSpec, runner) -> Callable[[dict, int], dict]:
+    """Train the recipe at a point for a seed through the run core (warm, data shared across points)."""
     def run(point: dict, seed: int) -> dict:
-        recipe = apply_point(spec.recipe, point)
-        data = preparer(recipe)
-        if recipe.name not in warmed:
-            warm_up(recipe, data)
-            warmed.add(recipe.name)
-        result = train_run(recipe, data, seed)
+        result = runner.run(apply_point(spec.recipe, point), seed)
         return {"accuracy": result.accuracy, "seconds": result.seconds, "diverged": result.diverged,
                 "epochs": result.epochs}
     return run
-
-
-def sweep_table(record: dict) -> str:
-    lines = [f"{'round':>5} {'param':<16} {'value':>10} {'runs':>4} {'accuracy %':>16} {'SE':>6} {'>=99%':>6} "
-             f"{'seconds':>8} {'p vs kept':>9}"]
-    for phase in record["phases"]:
-        for s in phase["points"]:
-            mark = " <- kept" if s["value"] == phase["chosen"] else ""
-            p = "-" if s["p_vs_incumbent"] is None else f"{s['p_vs_incumbent']:.3f}"
-            lines.append(f"{phase['round']:>5} {phase['param']:<16} {str(s['value']):>10} {s['runs']:>4} "
-                         f"{s['accuracy_mean']:>8.3f} +- {s['accuracy_std']:.3f} {s['accuracy_se']:>6.3f} "
-                         f"{100 * s['share_at_least_99']:>5.0f}% {s['seconds_mean']:>8.2f} {p:>9}{mark}")
-    lines.append("best: " + ", ".join(f"{k}={v}" for k, v in record["best"].items()))
-    lines.append("p vs kept: Welch's t-test of the point's accuracies against the value held when the "
-                 "parameter's turn began")
-    return "\n".join(lines)
-
-
-def sweep_plots(record: dict, out_dir: Path) -> list[Path]:
-    """One picture per parameter: mean accuracy vs value, error bars one standard error, 99% line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from fastmnist.report import save_figure
-
-    paths = []
-    for name in dict.fromkeys(p["param"] for p in record["phases"]):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for phase in (p for p in record["phases"] if p["param"] == name):
-            points = phase["points"]
-            if all(isinstance(s["value"], (int, float)) for s in points):
-                points = sorted(points, key=lambda s: s["value"])  # numbers read left to right
-            ax.errorbar([str(s["value"]) for s in points], [s["accuracy_mean"] for s in points],
-                        yerr=[s["accuracy_se"] for s in points], fmt="o-", capsize=4,
-                        label=f"round {phase['round']} (kept {phase['chosen']})")
-        ax.axhline(99.0, color="red", linestyle=":", label="99%")
-        ax.set_xlabel(name)
-        ax.set_ylabel("test accuracy % (mean +- SE)")
-        ax.set_title(f"sweep: {name}")
-        ax.legend()
-        fig.tight_layout()
-        path = out_dir / f"sweep-{name}.png"
-        save_figure(fig, path)
-        plt.close(fig)
-        paths.append(path)
-    return paths
 
 
 def default_study_name(spec: SweepSpec) -> str:

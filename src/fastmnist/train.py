@@ -16,58 +16,39 @@ from torch.utils.data import DataLoader, Dataset
 
 from fastmnist.data import MEAN, STD, Mnist
 from fastmnist.errors import FastMnistError
+from fastmnist.machine import native_bf16, sync
 from fastmnist.models import ConvNet
 from fastmnist.recipes import Recipe
 
+COLLAPSED_BELOW = 20.0  # % test accuracy: twice chance; a finished run below it has diverged, NaN or not
 PREPARED_ORDER_SEED = 0  # stage 3 on: the training set is shuffled once, at preparation, then walked in order
 WARMUP_BATCHES = 8  # a warm-up run trains on this many batches, then the last (partial) one, then tests
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FastMnistError("--device cuda asked for, but PyTorch sees no CUDA device (try --device cpu)")
-    if name not in ("cpu", "cuda"):
-        raise FastMnistError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """True where bf16 matrix maths runs in hardware (CUDA Ampere+, or a CPU with AVX512-BF16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return cpu_feature("avx512_bf16") or cpu_feature("amx_tile")
-
-
-def cpu_feature(name: str) -> bool:
-    """Ask PyTorch's own CPU probe (private API, so absent means unsupported)."""
-    probe = getattr(torch.cpu, f"_is_{name}_supported", None)
-    return bool(probe and probe())
-
-
-def effective_precision(recipe: Recipe, device: torch.device) -> str:
-    return "bf16" if recipe.precision == "bf16" and native_bf16(device) else "fp32"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class NormalizingDataset(Dataset):
-    """The seed's stages 0-2: each uint8 image becomes a normalised float tensor on access, one at a time
-    (ToTensor + Normalize). That per-sample cost is what stage 3 removes."""
+class TorchvisionStyleMnist(Dataset):
+    """Stages 0-2 read MNIST as the original did, through torchvision's `datasets.MNIST` with
+    `Compose([ToTensor(), Normalize((0.1307,), (0.3081,))])`, and this does the same work per sample, step
+    for step, without depending on torchvision: a PIL image from the uint8 array, ToTensor's copy to a
+    uint8 tensor, its HWC -> CHW permute and float division, then Normalize's out-of-place sub and div
+    with the mean and std as tensors. That per-sample cost is what stage 3 removes, so it must be paid."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images, self.labels = images, labels
+        self.images, self.labels = torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, index):
-        image = torch.from_numpy(self.images[index]).to(torch.float32).div_(255).unsqueeze_(0)
-        return image.sub_(MEAN).div_(STD), int(self.labels[index])
+        from PIL import Image
+
+        image, target = self.images[index], int(self.labels[index])
+        picture = Image.fromarray(image.numpy(), mode="L")  # datasets.MNIST.__getitem__
+        tensor = torch.from_numpy(np.array(picture, np.uint8, copy=True))  # ToTensor (torchvision 0.9)
+        tensor = tensor.view(picture.size[1], picture.size[0], len(picture.getbands()))
+        tensor = tensor.permute((2, 0, 1)).contiguous().to(dtype=torch.get_default_dtype()).div(255)
+        mean = torch.as_tensor((MEAN,), dtype=tensor.dtype).view(-1, 1, 1)  # Normalize
+        std = torch.as_tensor((STD,), dtype=tensor.dtype).view(-1, 1, 1)
+        return tensor.clone().sub_(mean).div_(std), target
 
 
 @dataclass
@@ -78,6 +59,10 @@ class PreparedData:
     test: tuple
     seconds: float  # preparation time, reported beside the timed figure
 
+    @property
+    def test_size(self) -> int:
+        return len(self.test) if isinstance(self.test, Dataset) else len(self.test[1])
+
 
 def normalise(images: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = torch.from_numpy(images).to(device).unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD)
@@ -87,8 +72,8 @@ def normalise(images: np.ndarray, device: torch.device, channels_last: bool) -> 
 def prepare(mnist: Mnist, recipe: Recipe, device: torch.device) -> PreparedData:
     start = time.perf_counter()
     if recipe.data_path == "dataloader":
-        train = NormalizingDataset(mnist.train_images, mnist.train_labels)
-        test = NormalizingDataset(mnist.test_images, mnist.test_labels)
+        train = TorchvisionStyleMnist(mnist.train_images, mnist.train_labels)
+        test = TorchvisionStyleMnist(mnist.test_images, mnist.test_labels)
     else:
         order = torch.randperm(len(mnist.train_labels), generator=torch.Generator().manual_seed(PREPARED_ORDER_SEED))
         labels = torch.from_numpy(mnist.train_labels.astype(np.int64))[order]
@@ -100,6 +85,7 @@ def prepare(mnist: Mnist, recipe: Recipe, device: torch.device) -> PreparedData:
 
 
 def preparation_key(recipe: Recipe) -> tuple:
+    """Recipes with the same key can share one prepared copy of the data."""
     return recipe.data_path, recipe.channels_last
 
 
@@ -113,7 +99,8 @@ class RunResult:
     epoch_accuracies: list[float]
     diverged: bool
     precision: str
-    images_seen: int
+    images_seen: int  # training images, summed over epochs
+    test_images: int  # images in one test evaluation
     model: torch.nn.Module | None = field(default=None, repr=False)
 
     def record(self) -> dict:
@@ -182,19 +169,34 @@ def test_batches(data: PreparedData, recipe: Recipe):
     return ((images[i:i + bs], labels[i:i + bs]) for i in range(0, len(labels), bs))
 
 
-def evaluate(model, batches, autocast) -> float:
+def test_accuracy(model, batches, autocast) -> tuple[float, bool]:
+    """Percent correct, and whether every output was a number."""
     model.eval()
     correct = total = 0
+    finite_outputs = torch.ones((), dtype=torch.bool)
     with torch.no_grad(), autocast():
         for x, y in batches:
-            correct += (model(x).argmax(1) == y).sum()
+            output = model(x)
+            correct += (output.argmax(1) == y).sum()
+            finite_outputs = finite_outputs & torch.isfinite(output).all().cpu()
             total += len(y)
     model.train()
-    return 100.0 * int(correct) / total
+    return 100.0 * int(correct) / total, bool(finite_outputs)
 
 
-def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = False) -> RunResult:
-    """Model creation, training and the test evaluation(s): everything between the two clock readings."""
+def effective_precision(recipe: Recipe, device: torch.device) -> str:
+    """bf16 only where the hardware multiplies it natively; elsewhere fp32, recorded as such."""
+    return "bf16" if recipe.precision == "bf16" and native_bf16(device) else "fp32"
+
+
+def finite(model: torch.nn.Module) -> bool:
+    """All weights are numbers: a run whose weights hold NaN/inf has diverged, whatever its loss said."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = False, on_epoch=None) -> RunResult:
+    """Model creation, training and the test evaluation(s): everything between the two clock readings.
+    `on_epoch(epoch, accuracy, elapsed_seconds)` is told after each test evaluation (for progress lines)."""
     device = data.device
     precision = effective_precision(recipe, device)
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
@@ -229,14 +231,19 @@ def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = Fals
             images_seen += len(y)
         if not per_batch:
             scheduler.step()
-        diverged = not bool(torch.isfinite(loss_sum))  # one check an epoch: no per-step sync
+        diverged = not (bool(torch.isfinite(loss_sum)) and finite(model))  # once an epoch: no per-step sync
         last_epoch = diverged or epoch == recipe.epochs - 1 or warmup
         if recipe.eval_every_epoch or last_epoch:
-            epoch_accuracies.append(evaluate(forward, test_batches(data, recipe), autocast))
+            accuracy, finite_outputs = test_accuracy(forward, test_batches(data, recipe), autocast)
+            epoch_accuracies.append(accuracy)
+            collapsed = last_epoch and not warmup and accuracy < COLLAPSED_BELOW
+            diverged = diverged or not finite_outputs or collapsed
+            if on_epoch:
+                on_epoch(epoch + 1, epoch_accuracies[-1], time.perf_counter() - start)
             if diverged or (recipe.early_stop and epoch_accuracies[-1] >= recipe.target):
                 break
 
     sync(device)
     seconds = time.perf_counter() - start
     return RunResult(recipe.name, seed, epoch_accuracies[-1], seconds, epoch + 1, epoch_accuracies, diverged,
-                     precision, images_seen, model)
+                     precision, images_seen, data.test_size, model)

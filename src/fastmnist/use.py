@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,68 +13,56 @@ from fastmnist.data import MEAN, STD, Mnist
 from fastmnist.errors import FastMnistError
 
 
-def logits_of(model: torch.nn.Module, images: np.ndarray, batch: int = 2000) -> torch.Tensor:
-    """Log-probabilities for uint8 (N, 28, 28) images, normalised as in training."""
-    x = torch.from_numpy(images).unsqueeze(1).float().div(255).sub(MEAN).div(STD)
+def normalised(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 28, 28) images as the network saw them in training: N x 1 x 28 x 28, normalised."""
+    return torch.from_numpy(images).unsqueeze(1).float().div(255).sub(MEAN).div(STD)
+
+
+def log_probabilities(model: torch.nn.Module, images: np.ndarray, batch: int = 2000) -> torch.Tensor:
+    """The model's log-probabilities (N x 10) for uint8 images."""
+    x = normalised(images)
     with torch.no_grad():
         return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-def evaluate(model: torch.nn.Module, mnist: Mnist) -> dict:
-    predicted = logits_of(model, mnist.test_images).argmax(1).numpy()
+def evaluate_model(model: torch.nn.Module, mnist: Mnist) -> dict:
+    """Accuracy, per-class accuracy, confusion matrix and every prediction on the test set."""
+    predicted = log_probabilities(model, mnist.test_images).argmax(1).numpy()
     truth = mnist.test_labels.astype(np.int64)
     confusion = np.zeros((10, 10), dtype=np.int64)
     np.add.at(confusion, (truth, predicted), 1)
     per_class = confusion.diagonal() / confusion.sum(1)
-    return {"accuracy": float(100 * (predicted == truth).mean()), "per_class": (100 * per_class).tolist(),
-            "confusion": confusion.tolist(), "predicted": predicted}
+    return {"accuracy": round(float(100 * (predicted == truth).mean()), 4), "per_class":
+            [round(a, 4) for a in (100 * per_class).tolist()], "confusion": confusion.tolist(),
+            "predicted": predicted}
 
 
-def format_evaluation(result: dict) -> str:
-    lines = [f"test accuracy: {result['accuracy']:.2f}% ({int(np.trace(result['confusion']))}/10000)",
-             "per class:    " + " ".join(f"{d}:{a:.1f}" for d, a in enumerate(result["per_class"])),
-             "confusion (rows: true digit, columns: predicted):",
-             "      " + " ".join(f"{d:>5}" for d in range(10))]
-    lines += [f"  {d:>2}  " + " ".join(f"{n:>5}" for n in row) for d, row in enumerate(result["confusion"])]
-    return "\n".join(lines)
+def read_grey(path: str | Path) -> np.ndarray:
+    """An image file as grey values in [0, 1]. Transparency is composited onto white paper first, so a
+    black digit on a transparent background stays a black digit."""
+    from PIL import Image, UnidentifiedImageError
 
-
-def save_error_grid(mnist: Mnist, predicted: np.ndarray, path: Path, limit: int = 100) -> int:
-    """A grid of misclassified test digits titled 'true->predicted'. Returns how many errors exist."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from fastmnist.report import save_figure
-
-    wrong = np.flatnonzero(predicted != mnist.test_labels)
-    shown = wrong[:limit]
-    cols = 10
-    rows = max(1, -(-len(shown) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, index in zip(axes.flat, shown):
-        ax.imshow(mnist.test_images[index], cmap="gray_r")
-        ax.set_title(f"{mnist.test_labels[index]}->{predicted[index]}", fontsize=8)
-    fig.suptitle(f"{len(wrong)} misclassified test digits (true->predicted), first {len(shown)} shown")
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return len(wrong)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a warning is not an answer
+            with Image.open(path) as img:
+                if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                    rgba = img.convert("RGBA")
+                    img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+                return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise FastMnistError(f"{path}: image too large (over {Image.MAX_IMAGE_PIXELS // 1_000_000} million "
+                             f"pixels); scale it down first") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise FastMnistError(f"{path}: not a readable image ({type(exc).__name__})") from None
 
 
 def to_mnist_format(path: str | Path) -> np.ndarray:
     """An image file of one digit, made the way MNIST was: grey, ink bright on black, the digit fitted into
     20x20 keeping its aspect ratio, then centred by its centre of mass in 28x28. Returns uint8 (28, 28)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            grey = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise FastMnistError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    grey = read_grey(path)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     if np.median(border) > 0.5:  # dark ink on light paper: MNIST is light ink on black
         grey, border = 1.0 - grey, 1.0 - border
@@ -109,32 +97,25 @@ def predict_files(model: torch.nn.Module, paths: list[str]) -> list[dict]:
         except FastMnistError as exc:
             records.append({"file": str(path), "error": str(exc)})
             continue
-        probabilities = logits_of(model, image[None]).exp()[0]
+        probabilities = log_probabilities(model, image[None]).exp()[0]
         digit = int(probabilities.argmax())
         records.append({"file": str(path), "digit": digit, "probability": float(probabilities[digit])})
     return records
 
 
-def export_onnx(model: torch.nn.Module, path: Path, mnist: Mnist) -> dict:
-    """Write ONNX atomically, then check it with onnxruntime against PyTorch on the whole test set."""
+def export_onnx(model: torch.nn.Module, mnist: Mnist) -> tuple[bytes, dict]:
+    """The model as ONNX bytes, and how onnxruntime running them agrees with PyTorch on the test set."""
     try:
         import onnxruntime
     except ImportError:
         raise FastMnistError("ONNX export needs onnx and onnxruntime: pip install 'fastmnist[onnx]'") from None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), tmp, input_names=["image"],
-                          output_names=["log_probs"], dynamic_axes={"image": {0: "batch"}, "log_probs": {0: "batch"}},
-                          dynamo=False)
-        session = onnxruntime.InferenceSession(tmp, providers=["CPUExecutionProvider"])
-        x = torch.from_numpy(mnist.test_images).unsqueeze(1).float().div(255).sub(MEAN).div(STD).numpy()
-        theirs = session.run(None, {"image": x})[0]
-        ours = logits_of(model, mnist.test_images).numpy()
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return {"path": str(path), "max_abs_diff": float(np.abs(theirs - ours).max()),
-            "same_predictions": int((theirs.argmax(1) == ours.argmax(1)).sum()), "images": len(x)}
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), buffer, input_names=["image"],
+                      output_names=["log_probs"], dynamic_axes={"image": {0: "batch"}, "log_probs": {0: "batch"}},
+                      dynamo=False)
+    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {"image": normalised(mnist.test_images).numpy()})[0]
+    ours = log_probabilities(model, mnist.test_images).numpy()
+    return buffer.getvalue(), {"max_abs_diff": float(np.abs(theirs - ours).max()),
+                               "same_predictions": int((theirs.argmax(1) == ours.argmax(1)).sum()),
+                               "images": len(ours)}

@@ -1,0 +1,110 @@
+"""Every file fastmnist writes goes through here: checked before the work starts, written atomically.
+
+A write goes to a temporary file in the target's folder and is renamed into place, so a reader (or an
+interrupted run) never sees half a file. The file gets the mode `open()` would give it under the user's
+umask, not the temporary file's private 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from fastmnist.errors import FastMnistError, OutputError
+
+
+def file_mode() -> int:
+    """0666 less the process umask: what a plain `open(path, "w")` would create."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable) -> Path:
+    """Call `write(handle)` on a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes(path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path, text: str) -> Path:
+    return write_bytes(path, text.encode())
+
+
+def json_text(payload) -> str:
+    return json.dumps(payload, indent=1, default=str)
+
+
+def write_json(path, payload) -> Path:
+    return write_text(path, json_text(payload))
+
+
+def save_figure(fig, path) -> Path:
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+
+
+def check_writable(path: str | os.PathLike, what: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """Refuse, before any run starts, an output path that cannot be written: a directory, a folder that
+    is a file or cannot be created, no write permission, or (when given) the wrong file type."""
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise FastMnistError(f"{what} {path}: expected a {' or '.join(suffixes)} file name")
+    if path.is_dir():
+        raise FastMnistError(f"{what} {path}: is a directory, expected a file name")
+    check_folder(path.parent, what)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise FastMnistError(f"{what} {path}: the file exists and is not writable")
+    return path
+
+
+def check_folder(folder: str | os.PathLike, what: str) -> Path:
+    """The folder exists (or can be made) and a file can be created in it; tried for real."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fastmnist-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise FastMnistError(f"{what}: cannot write into {folder} ({exc.strerror or exc})") from None
+    return folder
+
+
+def fallback_path(path: Path) -> Path:
+    """Where a result goes when its own path failed after the work: the temp folder, same file name."""
+    fd, name = tempfile.mkstemp(prefix=f"fastmnist-{Path(path).stem}-", suffix=Path(path).suffix)
+    os.close(fd)
+    return Path(name)
+
+
+def write_or_fallback(path, writer: Callable[[Path], object], what: str) -> Path:
+    """Write with `writer(path)`; if that fails, write to a fallback file and raise OutputError naming it,
+    so finished work is never lost to a full disk or a permission changed mid-run."""
+    try:
+        writer(Path(path))
+        return Path(path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    spare = fallback_path(Path(path))
+    try:
+        writer(spare)
+    except OSError as exc:
+        raise OutputError(f"could not write {what} to {path} ({reason}), nor to {spare} "
+                          f"({exc.strerror or exc}); the result above is all that is left") from None
+    raise OutputError(f"could not write {what} to {path} ({reason}); saved it to {spare} instead")

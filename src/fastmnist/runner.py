@@ -1,0 +1,135 @@
+"""The run core: every command that trains (train, bench, ladder, sweep) runs recipes through here.
+
+It prepares each data layout once, warms each recipe up once (untimed), runs recipes for seeds
+interleaved A B A B ..., and records each run with what was excluded from its clock. A report made
+from runs carries its provenance (version, commit, command line), the machine and every recipe in full,
+so it reproduces itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fastmnist.data import Mnist
+from fastmnist.machine import machine_info, matmul_gflops, provenance
+from fastmnist.models import flops_per_image
+from fastmnist.recipes import Recipe
+from fastmnist.stats import paired_ratio, summarize
+from fastmnist.train import PreparedData, RunResult, effective_precision, prepare, preparation_key, train_run
+
+TIMED = "model creation, training, test evaluation (as each recipe says)"
+NOT_TIMED = "data loading/verification, preparation into tensors, one short warm-up run per recipe"
+
+
+class Runner:
+    """Runs recipes warm: data prepared once per layout, one untimed warm-up per recipe."""
+
+    def __init__(self, mnist: Mnist, device: torch.device, warmup: bool = True, on_epoch=None):
+        self.mnist, self.device, self.warmup, self.on_epoch = mnist, device, warmup, on_epoch
+        self.prepared: dict[tuple, PreparedData] = {}
+        self.warmups: dict[str, float] = {}
+
+    def data(self, recipe: Recipe) -> PreparedData:
+        key = preparation_key(recipe)
+        if key not in self.prepared:
+            self.prepared[key] = prepare(self.mnist, recipe, self.device)
+        return self.prepared[key]
+
+    def warm(self, recipe: Recipe) -> float:
+        """A short untimed run (loads kernels, fills allocator caches, compiles), once per recipe."""
+        if recipe.name not in self.warmups:
+            start = time.perf_counter()
+            if self.warmup:
+                train_run(recipe, self.data(recipe), seed=0, warmup=True)
+            self.warmups[recipe.name] = time.perf_counter() - start if self.warmup else 0.0
+        return self.warmups[recipe.name]
+
+    def run(self, recipe: Recipe, seed: int) -> RunResult:
+        data = self.data(recipe)
+        self.warm(recipe)
+        return train_run(recipe, data, seed, on_epoch=self.on_epoch)
+
+    def run_interleaved(self, recipes: list[Recipe], seeds, progress: bool = False,
+                        on_run=None) -> dict[str, list[RunResult]]:
+        """Every recipe warmed first, then for each seed every recipe in turn, so each seed's runs sit
+        side by side in time and a paired ratio sees the same machine load."""
+        for recipe in recipes:
+            self.warm(recipe)
+        seeds = list(seeds)
+        results: dict[str, list[RunResult]] = {r.name: [] for r in recipes}
+        bar = tqdm(total=len(seeds) * len(recipes), desc="runs", unit="run", disable=not progress, leave=False)
+        for seed in seeds:
+            for recipe in recipes:
+                bar.set_description(f"{recipe.name} seed {seed}")
+                result = self.run(recipe, seed)
+                results[recipe.name].append(result)
+                bar.set_postfix_str(f"{result.accuracy:.2f}% {result.seconds:.2f}s")
+                bar.update()
+                if on_run:
+                    on_run(result)
+        bar.close()
+        return results
+
+    def excluded_seconds(self, recipe: Recipe) -> dict:
+        return {"data_load": self.mnist.load_seconds, "prepare": self.data(recipe).seconds,
+                "warmup": self.warm(recipe)}
+
+
+def run_flops(recipe: Recipe, run: RunResult) -> float:
+    """Training FLOPs for the images seen plus a test pass per evaluation."""
+    train, infer = flops_per_image(recipe.net)
+    return run.images_seen * train + len(run.epoch_accuracies) * run.test_images * infer
+
+
+def summary_row(recipe: Recipe, runs: list[RunResult], device: torch.device) -> dict:
+    """The statistics of one recipe's runs, its work in FLOPs and the rate achieved."""
+    row = {"recipe": recipe.name,
+           **summarize([r.accuracy for r in runs], [r.seconds for r in runs], recipe.target)}
+    flops = float(np.mean([run_flops(recipe, r) for r in runs]))
+    row.update({
+        "diverged": int(sum(r.diverged for r in runs)),
+        "epochs_mean": float(np.mean([r.epochs for r in runs])),
+        "tflop_per_run": float(flops / 1e12),
+        "gflop_per_s": float(flops / 1e9 / row["seconds_median"]),
+        "precision": effective_precision(recipe, device),
+    })
+    return row
+
+
+def recipe_record(recipe: Recipe) -> dict:
+    record = asdict(recipe)
+    record["changes"] = list(recipe.changes)
+    return record
+
+
+def envelope(kind: str, device: torch.device, recipes: list[Recipe], peak: bool = True) -> dict:
+    """The head of every results file: what it is, where it came from, the machine and the recipes."""
+    machine = machine_info(device)
+    if peak:
+        machine["matmul_gflops_fp32"] = matmul_gflops(device)
+    return {"kind": kind, "provenance": provenance(), "machine": machine,
+            "recipes": {r.name: recipe_record(r) for r in recipes}}
+
+
+def benchmark(recipes: list[Recipe], runs: int, mnist: Mnist, device: torch.device, progress: bool = True,
+              on_run=None) -> dict:
+    """Seeds 0..runs-1, recipes interleaved within each seed; the report `fastmnist bench` writes."""
+    runner = Runner(mnist, device)
+    results = runner.run_interleaved(recipes, range(runs), progress, on_run)
+    summary = [summary_row(r, results[r.name], device) for r in recipes]
+    reference = [r.seconds for r in results[recipes[0].name]]
+    for row, recipe in zip(summary, recipes):
+        row["median_time_ratio_vs_first"] = paired_ratio(reference, [r.seconds for r in results[recipe.name]])
+    return {
+        **envelope("bench", device, recipes),
+        "timing": {"includes": TIMED, "excludes": NOT_TIMED, "data_load_seconds": mnist.load_seconds,
+                   "prepare_seconds": {r.name: runner.data(r).seconds for r in recipes},
+                   "warmup_seconds": {r.name: runner.warm(r) for r in recipes}},
+        "summary": summary,
+        "runs": [r.record() for recipe in recipes for r in results[recipe.name]],
+    }
