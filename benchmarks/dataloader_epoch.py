@@ -53,7 +53,8 @@ class Emulated09(Dataset):
         img, target = Image.fromarray(self.data[i].numpy(), mode="L"), int(self.targets[i])
         pixels = np.array(img, np.uint8, copy=True)
         t = torch.from_numpy(pixels).view(28, 28, 1).permute((2, 0, 1)).contiguous().float().div(255)
-        return t.clone().sub_(torch.as_tensor((MEAN,)).view(-1, 1, 1)).div_(torch.as_tensor((STD,)).view(-1, 1, 1)), target
+        mean, std = torch.as_tensor((MEAN,)).view(-1, 1, 1), torch.as_tensor((STD,)).view(-1, 1, 1)
+        return t.clone().sub_(mean).div_(std), target
 
 
 def epoch_seconds(dataset) -> float:

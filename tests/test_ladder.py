@@ -41,3 +41,17 @@ def test_foreign_ladder_json_is_refused(small_mnist, tmp_path):
     (tmp_path / "ladder.json").write_text("{\"kind\": \"bench\"}")
     with pytest.raises(FastMnistError, match="not a ladder.json"):
         run_ladder([RECIPES["stage8"]], 1, small_mnist, torch.device("cpu"), tmp_path, progress=False)
+
+
+def test_fields_added_since_a_run_count_as_unchanged_only_at_their_default():
+    from fastmnist.report import is_stale
+    from fastmnist.runner import recipe_record
+
+    stored = recipe_record(RECIPES["stage8"])
+    del stored["fused_optimizer"]  # a field added later, at its default: the runs still stand
+    del stored["net"]["relu2"]
+    assert not is_stale("stage8", {"recipe": stored})
+    stored_a = recipe_record(RECIPES["stage0"])
+    del stored_a["net"]["relu2"]  # net A's runs before relu2 existed had a ReLU there: not today's net A
+    assert is_stale("stage0", {"recipe": stored_a})
+    assert is_stale("stage8", {"recipe": {**recipe_record(RECIPES["stage8"]), "lr": 0.5}})

@@ -125,3 +125,11 @@ def test_onnx_round_trip(trained, small_mnist, tmp_path):
 
     graph = onnx.load_from_string(blob).graph
     assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["log_probs"]
+
+
+def test_export_command_writes_a_checked_onnx_file(trained, real_mnist, tmp_path):
+    out = tmp_path / "m.onnx"
+    proc = fastmnist("export", str(trained[0]), "--onnx", str(out), "--data-dir", real_mnist.source,
+                     env={"FASTMNIST_CACHE": str(tmp_path / "cache")})
+    assert "10000 same predictions" in proc.stdout
+    assert out.stat().st_size > 1000 and not list(tmp_path.glob("*.tmp"))

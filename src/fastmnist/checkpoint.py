@@ -11,8 +11,9 @@ from safetensors.torch import load_file, save
 
 from fastmnist import __version__
 from fastmnist.errors import FastMnistError
-from fastmnist.models import ConvNet, NetSpec
+from fastmnist.models import NetSpec, build_net, check_net
 from fastmnist.output import write_bytes
+from fastmnist.userfile import load_object, reference_of
 
 
 def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
@@ -20,13 +21,16 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
-def save_model(path: str | Path, model: torch.nn.Module, info: dict) -> None:
-    """Atomically write the weights; `info` (recipe, seed, accuracy, ...) goes into the metadata."""
+def save_model(path: str | Path, model: torch.nn.Module, info: dict, net: NetSpec | None = None) -> None:
+    """Atomically write the weights; the network (our spec, or the import path of a user's factory) and
+    `info` (recipe, seed, accuracy, ...) go into the metadata."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     bad = non_finite(tensors)
     if bad:
         raise FastMnistError(f"not saving {path}: the weights hold NaN/inf ({', '.join(bad)}); the run diverged")
-    metadata = {"format": "fastmnist", "fastmnist_version": __version__, "net": model.spec.to_json(),
+    net = net if net is not None else model.spec
+    described = {"net": net.to_json()} if isinstance(net, NetSpec) else {"factory": reference_of(net)}
+    metadata = {"format": "fastmnist", "fastmnist_version": __version__, **described,
                 "info": json.dumps(info, default=str)}
     write_bytes(path, save(tensors, metadata=metadata))
 
@@ -40,7 +44,7 @@ def shape_mismatches(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -
     return lines
 
 
-def load_model(path: str | Path) -> tuple[ConvNet, dict]:
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """The model and its info; refuses files that are missing, truncated, of another architecture, or
     whose weights are not finite."""
     path = Path(path)
@@ -52,16 +56,22 @@ def load_model(path: str | Path) -> tuple[ConvNet, dict]:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise FastMnistError(f"{path}: not a readable safetensors file, truncated or corrupt ({exc})") from None
-    if metadata.get("format") != "fastmnist" or "net" not in metadata:
+    if metadata.get("format") != "fastmnist" or not ({"net", "factory"} & set(metadata)):
         raise FastMnistError(f"{path}: not a fastmnist model (no architecture in its metadata)")
     try:
-        spec = NetSpec.from_json(metadata["net"])
+        net = NetSpec.from_json(metadata["net"]) if "net" in metadata else None
         info = json.loads(metadata.get("info", "{}"))
         if not isinstance(info, dict):
             raise ValueError("info is not a JSON object")
     except (TypeError, ValueError) as exc:
         raise FastMnistError(f"{path}: metadata is not valid fastmnist JSON ({exc})") from None
-    model = ConvNet(spec)
+    if net is None:
+        try:
+            net = load_object(metadata["factory"])
+        except FastMnistError as exc:
+            raise FastMnistError(f"{path}: its network factory cannot be loaded: {exc}") from None
+        check_net(net)
+    model = build_net(net)
     mismatches = shape_mismatches(model, tensors)
     if mismatches:
         raise FastMnistError(f"{path}: weights do not match the architecture in its metadata: "

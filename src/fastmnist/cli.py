@@ -121,21 +121,20 @@ def cmd_train(args) -> int:
         return 3
     if args.save:
         write_or_fallback(args.save, lambda path: save_model(path, result.model, {
-            "recipe": recipe.name, "seed": args.seed, "accuracy": result.accuracy, "device": device.type}),
-            "the model")
+            "recipe": recipe.name, "seed": args.seed, "accuracy": result.accuracy, "device": device.type},
+            recipe.net), "the model")
         print(f"saved weights to {args.save}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
 def cmd_recipes(args) -> int:
-    from fastmnist.recipes import FASTEST, RECIPES, describe_changes
+    from fastmnist.recipes import FASTEST, RECIPES, changes_from_parent
 
     for recipe in RECIPES.values():
         alias = "  (= fastest)" if recipe.name == FASTEST else ""
         print(f"{recipe.name:<10} {recipe.summary}{alias}")
         if args.diff:
-            parent = RECIPES.get(recipe.parent) if recipe.parent else None
-            for line in describe_changes(parent, recipe):
+            for line in changes_from_parent(recipe):
                 print(f"{'':<12}{line}")
     return 0
 
@@ -144,18 +143,49 @@ def cmd_bench(args) -> int:
     from fastmnist.output import check_writable, write_json, write_or_fallback
     from fastmnist.recipes import get_recipe, with_overrides
     from fastmnist.report import bench_table
-    from fastmnist.runner import benchmark
+    from fastmnist.runner import Runner, bench_study_name, benchmark, shared_benchmark
 
     recipes = [with_overrides(get_recipe(name), args.set) for name in args.recipes]
     if args.out:
         check_writable(args.out, "--out")
-    device, mnist = setup(args)
-    report = benchmark(recipes, args.runs, mnist, device, progress=not args.quiet)
+    if args.report and not args.storage:
+        raise FastMnistError("--report reads a shared bench: give its --storage URL (and --study if named)")
+    if args.storage:
+        from fastmnist.store import JobStore, open_study
+
+        study = args.study or bench_study_name(recipes)
+        store = JobStore(open_study(args.storage, study, args.stale_after))
+        if args.report:
+            import torch
+
+            report = shared_benchmark(recipes, args.runs, store, None, torch.device("cpu"))
+        else:
+            device, mnist = setup(args)
+            say = (lambda text: None) if args.quiet else stderr
+            report = shared_benchmark(
+                recipes, args.runs, store, Runner(mnist, device), device,
+                on_start=lambda point, seed: say(f"bench: running seed {seed} ({len(recipes)} recipe(s))"),
+                on_wait=lambda count: say(f"bench: waiting for {count} seed(s) held by other workers; a worker "
+                                          f"that stops beating is taken as gone after {args.stale_after:g} s"))
+        report["study"] = study
+    else:
+        device, mnist = setup(args)
+        report = benchmark(recipes, args.runs, mnist, device, progress=not args.quiet)
     print(bench_table(report))
     if args.out:
         write_or_fallback(args.out, lambda path: write_json(path, report), "the bench report")
         print(f"wrote {args.out}")
     return 0
+
+
+def add_store_args(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--storage", metavar="URL", help=f"Optuna storage URL shared by workers ({default}); "
+                        "postgresql+psycopg://USER:PASSWORD@HOST/DB lets workers on several machines share the "
+                        "work")
+    parser.add_argument("--study", help="study name in the storage (default: derived from the recipes)")
+    parser.add_argument("--stale-after", type=positive_int, default=60, metavar="SECONDS",
+                        help="a run whose worker has sent no heartbeat for this long is taken as lost and rerun "
+                             "(default: 60; heartbeats every few seconds)")
 
 
 def cmd_ladder(args) -> int:
@@ -184,8 +214,8 @@ def cmd_sweep(args) -> int:
     from fastmnist.recipes import get_recipe
     from fastmnist.report import sweep_plots, sweep_table
     from fastmnist.runner import Runner, envelope
-    from fastmnist.sweep import (JobStore, SweepSpec, coordinate_ascent, default_study_name, open_study,
-                                 parse_params, real_job_runner)
+    from fastmnist.store import JobStore, open_study, redacted
+    from fastmnist.sweep import SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner
 
     recipe = get_recipe(args.recipe)
     spec = SweepSpec(recipe, parse_params(recipe, args.param), args.runs, args.rounds, args.objective, args.target)
@@ -214,7 +244,7 @@ def cmd_sweep(args) -> int:
     record = coordinate_ascent(spec, store, real_job_runner(spec, Runner(mnist, device)), on_start, on_result,
                                on_wait)
     record = {**envelope("sweep", device, [recipe], peak=False), **record, "objective": args.objective,
-              "target": args.target, "runs_per_point": args.runs, "study": study_name, "storage": storage}
+              "target": args.target, "runs_per_point": args.runs, "study": study_name, "storage": redacted(storage)}
     table = sweep_table(record)
     print(table)
     print(f"runs: {record['runs_total']} in this sweep, {record['runs_run_here']} run now, "
@@ -322,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipes", nargs="+", metavar="RECIPE")
     p.add_argument("--runs", type=positive_int, default=10, help="seeds per recipe (default: 10)")
     p.add_argument("--out", metavar="FILE.json", help="write every run and the summary as JSON")
+    add_store_args(p, "default: none, everything runs in this process")
+    p.add_argument("--report", action="store_true", help="run nothing: summarise what the --storage holds")
     add_common(p)
     p.set_defaults(func=cmd_bench)
 
@@ -342,12 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=("accuracy", "time"), default="accuracy",
                    help="keep the best mean accuracy, or the fastest whose mean accuracy >= --target")
     p.add_argument("--target", type=float, default=99.0, help="accuracy target for --objective time")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/sweep.db); "
-                   "postgresql://... lets workers on several machines share one sweep")
-    p.add_argument("--study", help="study name (default: derived from recipe, params and runs)")
-    p.add_argument("--stale-after", type=positive_int, default=60, metavar="SECONDS",
-                   help="a run whose worker has sent no heartbeat for this long is taken as lost and rerun "
-                        "(default: 60; heartbeats every few seconds)")
+    add_store_args(p, "default: sqlite:///OUT/sweep.db")
     p.add_argument("--out", default="sweep", metavar="DIR", help="where sweep.json/.md/.png go")
     add_common(p, overrides=False)
     p.set_defaults(func=cmd_sweep)

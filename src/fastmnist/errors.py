@@ -16,3 +16,10 @@ class OutputError(FastMnistError):
     where the result was saved instead."""
 
     exit_code = 1
+
+
+class StoreError(FastMnistError):
+    """The shared store (SQLite file, PostgreSQL server) failed mid-run: exit code 4. Finished runs stay in
+    it, and the same command resumes once it answers again."""
+
+    exit_code = 4

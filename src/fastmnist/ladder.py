@@ -14,18 +14,35 @@ from tqdm import tqdm
 from fastmnist.errors import FastMnistError
 from fastmnist.models import flops_per_image
 from fastmnist.output import write_json
-from fastmnist.recipes import LADDER, Recipe
+from fastmnist.recipes import LADDER, Recipe, changes_from_parent, get_recipe
 from fastmnist.runner import Runner, envelope, summary_row
 
 TYPICAL_EARLY_STOP_EPOCHS = 3  # for the time estimate only: stages 1-4 stop after 2-5 epochs
 
 
+def split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets: '12-14,mine.py:r[lr=0.1,epochs=2]' -> two parts."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return parts + [current]
+
+
 def parse_stages(text: str) -> list[Recipe]:
-    """'0-8', '3,5,9-12' or 'all' -> those stages, in ladder order. A reversed or empty range is an error."""
+    """'0-8', '3,5,9-12' or 'all' -> those stages, in ladder order, then any other recipes named
+    (e.g. 'mine.py:r'). A reversed or empty range is an error."""
     if text.strip() == "all":
         return list(LADDER)
-    wanted = set()
-    for part in text.split(","):
+    wanted, others = set(), []
+    for part in split_top_level(text):
+        if not part.strip().replace("-", "").isdigit() and part.strip():
+            others.append(get_recipe(part.strip()))
+            continue
         low, dash, high = part.strip().partition("-")
         try:
             first, last = int(low), int(high if dash else low)
@@ -37,7 +54,7 @@ def parse_stages(text: str) -> list[Recipe]:
     unknown = sorted(n for n in wanted if not 0 <= n < len(LADDER))
     if unknown:
         raise FastMnistError(f"--stages: no stage {unknown[0]}; stages are 0-{len(LADDER) - 1}")
-    return [LADDER[n] for n in sorted(wanted)]
+    return [LADDER[n] for n in sorted(wanted)] + others
 
 
 def ladder_position(name: str) -> int:
@@ -69,6 +86,7 @@ def run_ladder(stages: list[Recipe], runs: int, mnist, device, out_dir: Path, pr
         head = envelope("ladder-stage", device, [recipe])
         report["stages"][recipe.name] = {
             "recipe": head["recipes"][recipe.name],
+            "what_changed": "; ".join(changes_from_parent(recipe)),
             "summary": summary_row(recipe, results, device),
             "excluded_seconds": runner.excluded_seconds(recipe),
             "runs": [r.record() for r in results],

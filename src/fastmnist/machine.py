@@ -7,6 +7,7 @@ bf16 support, threads, versions, and the code and command that produced it.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shlex
@@ -111,9 +112,11 @@ def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> f
     return 2 * size ** 3 / best / 1e9
 
 
+@functools.lru_cache(maxsize=1)
 def git_state() -> dict:
     """The commit of the checkout fastmnist runs from, and whether its tree had changes; {} when installed
-    from elsewhere (a wheel) or git is absent."""
+    from elsewhere (a wheel) or git is absent. Read once, when the process starts (see the end of this
+    module): that is the code it runs, whatever happens to the tree later."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
@@ -133,3 +136,6 @@ def provenance() -> dict:
         else shlex.join(sys.argv)
     return {"fastmnist_version": __version__, **git_state(), "command": command,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+git_state()

@@ -7,19 +7,23 @@ conv1 (stride 1 or 2) -> [pool] -> ReLU -> conv2 -> pool -> [ReLU] -> [dropout2d
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fastmnist.errors import FastMnistError
 
 
 @dataclass(frozen=True)
 class NetSpec:
     conv1: int = 32  # output channels of the first conv
     kernel1: int = 3
-    stride1: int = 1  # 2 computes only the outputs a following 2x2 pool would keep (beyond the seed)
+    stride1: int = 1  # 2 computes only the outputs a following 2x2 pool would keep (beyond the original study)
     conv2: int = 64
     kernel2: int = 3
     pool1: bool = False  # 2x2 max-pool after conv1 (net B on)
@@ -28,7 +32,7 @@ class NetSpec:
     dropout1: float = 0.25  # Dropout2d after the conv block (net A only)
     fc: int = 128
     dropout2: float = 0.5  # before the last linear layer (nets A, B)
-    batchnorm: bool = False  # BatchNorm after each conv (beyond the seed)
+    batchnorm: bool = False  # BatchNorm after each conv (beyond the original study)
 
     def sides(self) -> tuple[int, int]:
         """Output side of conv1 and of conv2 (before their pools)."""
@@ -55,8 +59,13 @@ NETS = {
 }
 
 
-def net_name(spec: NetSpec) -> str:
-    """'A'..'D' for the original study's networks, else a short description of the spec."""
+def net_name(spec) -> str:
+    """'A'..'D' for the original study's networks, a short description of other specs, and a user
+    factory's own name."""
+    if not isinstance(spec, NetSpec):
+        from fastmnist.userfile import short_name
+
+        return short_name(spec)
     for name, known in NETS.items():
         if known == spec:
             return name
@@ -95,24 +104,47 @@ class ConvNet(nn.Module):
         return F.log_softmax(self.fc2(x), dim=1)
 
 
-def layer_macs(spec: NetSpec) -> dict[str, int]:
-    """Multiply-accumulates per image of each conv and linear layer (forward pass)."""
-    side1, side2 = spec.sides()
-    return {
-        "conv1": side1 * side1 * spec.conv1 * spec.kernel1 ** 2,
-        "conv2": side2 * side2 * spec.conv2 * spec.conv1 * spec.kernel2 ** 2,
-        "fc1": spec.feature_size() * spec.fc,
-        "fc2": spec.fc * 10,
-    }
+NetFactory = Callable[[], nn.Module]  # a user's network: called with no arguments, returns the module
 
 
-def flops_per_image(spec: NetSpec) -> tuple[int, int]:
-    """(training, inference) FLOPs per image: backward costs twice the forward, except conv1's input
-    gradient, which nobody needs."""
-    macs = layer_macs(spec)
-    forward = 2 * sum(macs.values())
-    return 3 * forward - 2 * macs["conv1"], forward
+def build_net(net: NetSpec | NetFactory) -> nn.Module:
+    """The module a recipe's `net` describes: one of our family, or whatever the user's factory makes."""
+    return ConvNet(net) if isinstance(net, NetSpec) else net()
 
 
-def parameter_count(spec: NetSpec) -> int:
-    return sum(p.numel() for p in ConvNet(spec).parameters())
+def check_net(net: NetSpec | NetFactory) -> None:
+    """Refuse, before any timed run, a factory that fails or makes something that cannot classify MNIST."""
+    if isinstance(net, NetSpec):
+        return
+    name = net_name(net)
+    try:
+        module = net()
+    except Exception as exc:
+        raise FastMnistError(f"network factory {name} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(module, nn.Module):
+        raise FastMnistError(f"network factory {name} returned a {type(module).__name__}, not a torch.nn.Module")
+    try:
+        with torch.no_grad():
+            output = module.eval()(torch.zeros(2, 1, 28, 28))
+    except Exception as exc:
+        raise FastMnistError(f"network from {name} fails on a batch of 2 MNIST images (2 x 1 x 28 x 28): "
+                             f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (2, 10):
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise FastMnistError(f"network from {name} maps 2 images to {shape}, expected 2 x 10 (one score per digit)")
+
+
+@functools.lru_cache(maxsize=None)
+def flops_per_image(net: NetSpec | NetFactory) -> tuple[int, int]:
+    """(training, inference) FLOPs per image, counted by PyTorch (torch.utils.flop_counter) on one real
+    forward, and one forward and backward, of the module. Convolutions and matrix products are counted;
+    element-wise work (ReLU, pooling, BatchNorm) is not. The input needs no gradient, so the first
+    layer's input gradient is neither computed nor counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = build_net(net)
+    with FlopCounterMode(display=False) as forward, torch.no_grad():
+        module.eval()(torch.zeros(1, 1, 28, 28))
+    with FlopCounterMode(display=False) as both:
+        module.train()(torch.zeros(2, 1, 28, 28)).sum().backward()  # 2 images: BatchNorm needs a batch
+    return both.get_total_flops() // 2, forward.get_total_flops()

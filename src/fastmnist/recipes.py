@@ -10,14 +10,14 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from fastmnist.errors import FastMnistError
-from fastmnist.models import NETS, NetSpec, net_name
+from fastmnist.models import NETS, NetFactory, NetSpec, net_name
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
     summary: str  # one line: what this recipe is
-    net: NetSpec = NETS["A"]
+    net: NetSpec | NetFactory = NETS["A"]  # our family's spec, or a user's factory of any nn.Module
     data_path: str = "dataloader"  # "dataloader": per-sample Dataset + DataLoader; "memory": whole tensors
     batch_size: int = 64
     test_batch_size: int = 1000
@@ -28,6 +28,7 @@ class Recipe:
     beta2: float = 0.999
     momentum: float = 0.9  # sgd (nesterov)
     weight_decay: float = 0.0
+    fused_optimizer: bool = False  # adam/sgd: one fused kernel updates every parameter (torch's fused=True)
     schedule: str = "step"  # step: x gamma each epoch | onecycle: stepped every batch
     gamma: float = 0.7
     pct_start: float = 0.3  # onecycle warm-up share
@@ -55,10 +56,18 @@ BOOKKEEPING = {"name", "summary", "parent", "changes"}
 
 
 def derive(parent: Recipe, name: str, summary: str, **changes) -> Recipe:
-    """`parent` with `changes` applied; net fields (conv1=24, ...) may be given directly."""
+    """`parent` with `changes` applied: any Recipe field, `net=` a NetSpec or a factory returning a
+    torch.nn.Module, or our network's fields (conv1=24, ...) directly."""
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(Recipe)} - NET_FIELDS - BOOKKEEPING)
+    if unknown:
+        raise FastMnistError(f"derive {name!r}: unknown field {unknown[0]!r}; valid: {', '.join(tunable_params())}")
     net_changes = {k: changes.pop(k) for k in list(changes) if k in NET_FIELDS}
     if net_changes:
-        changes["net"] = dataclasses.replace(changes.get("net", parent.net), **net_changes)
+        base = changes.get("net", parent.net)
+        if not isinstance(base, NetSpec):
+            raise FastMnistError(f"derive {name!r}: {', '.join(net_changes)} are fields of fastmnist's own "
+                                 f"network, and this recipe's net is {net_name(base)}")
+        changes["net"] = dataclasses.replace(base, **net_changes)
     changed = tuple(k for k, v in changes.items() if getattr(parent, k) != v)
     return dataclasses.replace(parent, name=name, summary=summary, parent=parent.name, changes=changed,
                                **changes)
@@ -75,13 +84,21 @@ def describe_changes(parent: Recipe | None, child: Recipe) -> list[str]:
         old, new = getattr(parent, f.name), getattr(child, f.name)
         if old == new:
             continue
-        if f.name == "net":
+        if f.name == "net" and isinstance(old, NetSpec) and isinstance(new, NetSpec):
             inner = [f"{g.name} {getattr(old, g.name)} -> {getattr(new, g.name)}"
                      for g in dataclasses.fields(NetSpec) if getattr(old, g.name) != getattr(new, g.name)]
             lines.append(f"net {net_name(old)} -> {net_name(new)} ({', '.join(inner)})")
+        elif f.name == "net":
+            lines.append(f"net {net_name(old)} -> {net_name(new)}")
         else:
             lines.append(f"{f.name} {old} -> {new}")
     return lines
+
+
+def changes_from_parent(recipe: Recipe) -> list[str]:
+    """What `recipe` changes from its parent, when the parent is a built-in recipe (a user's recipe
+    derived from one included)."""
+    return describe_changes(RECIPES.get(recipe.parent), recipe)
 
 
 def build_ladder() -> list[Recipe]:
@@ -145,6 +162,9 @@ def parse_param(recipe: Recipe, key: str, text: str):
     """Parse `text` as the type of `recipe.key`, checking choices and bounds."""
     if key not in tunable_params():
         raise FastMnistError(f"unknown parameter {key!r}; valid: {', '.join(tunable_params())}")
+    if key in NET_FIELDS and not isinstance(recipe.net, NetSpec):
+        raise FastMnistError(f"{key} is a field of fastmnist's own network; {recipe.name} uses "
+                             f"{net_name(recipe.net)}")
     current = getattr(recipe.net if key in NET_FIELDS else recipe, key)
     text = text.strip()
     try:
@@ -187,12 +207,22 @@ def with_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
 
 
 def get_recipe(name: str) -> Recipe:
-    """A recipe by name; 'NAME[key=value,...]' is that recipe with overrides, as reports print them."""
+    """A recipe by name: built in, 'fastest', or 'FILE.py:NAME' from the user's own file;
+    'NAME[key=value,...]' is that recipe with overrides, as reports print them."""
     if name.endswith("]") and "[" in name:
         base, inner = name[:-1].split("[", 1)
         return with_overrides(get_recipe(base), [a for a in inner.split(",") if a.strip()])
+    if ".py:" in name:
+        from fastmnist.userfile import load_object
+
+        recipe = load_object(name)
+        if not isinstance(recipe, Recipe):
+            raise FastMnistError(f"{name} is a {type(recipe).__name__}, not a fastmnist Recipe "
+                                 f"(make one with fastmnist.derive(fastmnist.recipe('stage14'), ...))")
+        return recipe
     if name == "fastest":
         name = FASTEST
     if name not in RECIPES:
-        raise FastMnistError(f"unknown recipe {name!r}; choose from: fastest, {', '.join(RECIPES)}")
+        raise FastMnistError(f"unknown recipe {name!r}; choose from: fastest, {', '.join(RECIPES)}, "
+                             f"or FILE.py:NAME")
     return RECIPES[name]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from fastmnist.machine import describe
 from fastmnist.output import save_figure, write_text
-from fastmnist.recipes import RECIPES, describe_changes
+from fastmnist.models import NetSpec
+from fastmnist.recipes import RECIPES, Recipe, changes_from_parent
 from fastmnist.runner import recipe_record
 from fastmnist.stats import plus_minus
 
@@ -44,21 +46,40 @@ def bench_table(report: dict) -> str:
             f"{row['seconds_median']:>9.2f} {row['median_time_ratio_vs_first']:>6.2f} "
             f"{row['tflop_per_run']:>6.3f} {row['gflop_per_s']:>8.1f}")
     t = report["timing"]
-    lines.append(machine_line(report["machine"]))
-    lines.append(f"timed: {t['includes']}; not timed: {t['excludes']} "
-                 f"(load {t['data_load_seconds']:.2f}s, warm-up {sum(t['warmup_seconds'].values()):.2f}s)")
-    lines.append("ratio: median over seeds of (recipe time / first recipe time), pairs run back to back")
+    if "machines" in report:  # a shared bench: each seed ran on one machine, all of its recipes
+        for entry in report["machines"]:
+            lines.append(f"{machine_line(entry['machine'])} on {entry['machine'].get('hostname', '?')}: "
+                         f"{len(entry['seeds'])} seed(s)")
+        lines.append(f"timed: {t['includes']}; not timed: {t['excludes']}")
+    else:
+        lines.append(machine_line(report["machine"]))
+        lines.append(f"timed: {t['includes']}; not timed: {t['excludes']} "
+                     f"(load {t['data_load_seconds']:.2f}s, warm-up {sum(t['warmup_seconds'].values()):.2f}s)")
+    lines.append("ratio: median over seeds of (recipe time / first recipe time), each pair run back to back "
+                 "on one machine")
     return "\n".join(lines)
 
 
-def what_changed(name: str) -> str:
-    recipe = RECIPES[name]
-    return "; ".join(describe_changes(RECIPES.get(recipe.parent) if recipe.parent else None, recipe))
+def what_changed(name: str, stage: dict) -> str:
+    """From today's definition for a built-in stage, else as recorded when the stage ran."""
+    return "; ".join(changes_from_parent(RECIPES[name])) if name in RECIPES else stage.get("what_changed", "?")
 
 
 def is_stale(name: str, stage: dict) -> bool:
-    """True when the stored runs were made with a definition other than today's."""
-    return name not in RECIPES or stage["recipe"] != recipe_record(RECIPES[name])
+    """True when a built-in stage's runs were made with a definition other than today's. A field added to
+    Recipe or NetSpec since then counts as unchanged when today's value is its default."""
+    if name not in RECIPES:
+        return False
+    defaults = {**recipe_record(Recipe("", "")), "net": asdict(NetSpec())}
+    return differs(stage["recipe"], recipe_record(RECIPES[name]), defaults)
+
+
+def differs(stored, current, defaults) -> bool:
+    if not (isinstance(stored, dict) and isinstance(current, dict)):
+        return stored != current
+    defaults = defaults if isinstance(defaults, dict) else {}
+    return bool(set(stored) - set(current)) or any(
+        differs(stored[k], v, defaults.get(k)) if k in stored else v != defaults.get(k) for k, v in current.items())
 
 
 def ladder_markdown(report: dict) -> str:
@@ -77,7 +98,7 @@ def ladder_markdown(report: dict) -> str:
         peak = stages[name]["machine"].get("matmul_gflops_fp32")
         floor = f"{s['seconds_mean'] / (s['tflop_per_run'] * 1e3 / peak):.1f}" if peak else "-"
         rows.append(
-            f"| {name} | {what_changed(name) if name in RECIPES else '?'}{stale} | {s['epochs_mean']:.1f} "
+            f"| {name} | {what_changed(name, stages[name])}{stale} | {s['epochs_mean']:.1f} "
             f"| {plus_minus(s['accuracy_mean'], s['accuracy_std'], 3)} | {s['share_reaching_target'] * 100:.0f}% "
             f"of {s['runs']} | {plus_minus(s['seconds_mean'], s['seconds_std'])} | {first / s['seconds_mean']:.1f} "
             f"| {vs_prev} | {s['tflop_per_run']:.3f} | {s['gflop_per_s']:.1f} | {floor} | {original or '-'} |")

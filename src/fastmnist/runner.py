@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from fastmnist.data import Mnist
 from fastmnist.machine import machine_info, matmul_gflops, provenance
-from fastmnist.models import flops_per_image
+from fastmnist.models import NetSpec, check_net, flops_per_image
 from fastmnist.recipes import Recipe
 from fastmnist.stats import paired_ratio, summarize
 from fastmnist.train import PreparedData, RunResult, effective_precision, prepare, preparation_key, train_run
@@ -43,6 +43,7 @@ class Runner:
     def warm(self, recipe: Recipe) -> float:
         """A short untimed run (loads kernels, fills allocator caches, compiles), once per recipe."""
         if recipe.name not in self.warmups:
+            check_net(recipe.net)
             start = time.perf_counter()
             if self.warmup:
                 train_run(recipe, self.data(recipe), seed=0, warmup=True)
@@ -102,7 +103,12 @@ def summary_row(recipe: Recipe, runs: list[RunResult], device: torch.device) -> 
 
 
 def recipe_record(recipe: Recipe) -> dict:
-    record = asdict(recipe)
+    """The recipe in full, as JSON: a user's network is recorded by its factory's import path."""
+    from fastmnist.userfile import reference_of
+
+    record = asdict(recipe)  # a factory is copied as itself, then replaced by where it comes from
+    if not isinstance(recipe.net, NetSpec):
+        record["net"] = {"factory": reference_of(recipe.net)}
     record["changes"] = list(recipe.changes)
     return record
 
@@ -116,20 +122,78 @@ def envelope(kind: str, device: torch.device, recipes: list[Recipe], peak: bool 
             "recipes": {r.name: recipe_record(r) for r in recipes}}
 
 
+def bench_report(recipes: list[Recipe], results: dict[str, list[RunResult]], device: torch.device,
+                 timing: dict, machines: list[dict] | None = None) -> dict:
+    """The bench report from runs grouped by recipe, each list in the same seed order, so that the i-th
+    runs of two recipes are a pair measured back to back on one machine."""
+    summary = [summary_row(r, results[r.name], device) for r in recipes]
+    reference = [r.seconds for r in results[recipes[0].name]]
+    for row, recipe in zip(summary, recipes):
+        row["median_time_ratio_vs_first"] = paired_ratio(reference, [r.seconds for r in results[recipe.name]])
+    report = {**envelope("bench", device, recipes), "timing": {"includes": TIMED, "excludes": NOT_TIMED, **timing},
+              "summary": summary, "runs": [r.record() for recipe in recipes for r in results[recipe.name]]}
+    if machines is not None:
+        report["machines"] = machines
+    return report
+
+
 def benchmark(recipes: list[Recipe], runs: int, mnist: Mnist, device: torch.device, progress: bool = True,
               on_run=None) -> dict:
     """Seeds 0..runs-1, recipes interleaved within each seed; the report `fastmnist bench` writes."""
     runner = Runner(mnist, device)
     results = runner.run_interleaved(recipes, range(runs), progress, on_run)
-    summary = [summary_row(r, results[r.name], device) for r in recipes]
-    reference = [r.seconds for r in results[recipes[0].name]]
-    for row, recipe in zip(summary, recipes):
-        row["median_time_ratio_vs_first"] = paired_ratio(reference, [r.seconds for r in results[recipe.name]])
-    return {
-        **envelope("bench", device, recipes),
-        "timing": {"includes": TIMED, "excludes": NOT_TIMED, "data_load_seconds": mnist.load_seconds,
-                   "prepare_seconds": {r.name: runner.data(r).seconds for r in recipes},
-                   "warmup_seconds": {r.name: runner.warm(r) for r in recipes}},
-        "summary": summary,
-        "runs": [r.record() for recipe in recipes for r in results[recipe.name]],
-    }
+    return bench_report(recipes, results, device, {
+        "data_load_seconds": mnist.load_seconds,
+        "prepare_seconds": {r.name: runner.data(r).seconds for r in recipes},
+        "warmup_seconds": {r.name: runner.warm(r) for r in recipes}})
+
+
+def bench_study_name(recipes: list[Recipe]) -> str:
+    return "bench|" + "|".join(r.name for r in recipes)
+
+
+def shared_benchmark(recipes: list[Recipe], runs: int, store, runner: Runner | None, device: torch.device,
+                     on_start=None, on_result=None, on_wait=None) -> dict:
+    """Seeds 0..runs-1 shared by every worker on the store: each claims a seed and runs every recipe
+    for it, interleaved on its own machine, so a paired ratio never spans two machines. With no runner,
+    nothing runs: the report is made from what the store holds."""
+    from fastmnist.store import run_jobs
+
+    if runner is not None:
+        here = machine_info(device)
+
+        def run_seed(point: dict, seed: int) -> dict:
+            results = runner.run_interleaved(recipes, [seed])
+            return {"accuracy": results[recipes[0].name][0].accuracy, "recipes": [r.name for r in recipes],
+                    "runs": [results[r.name][0].record() for r in recipes], "machine": here,
+                    "excluded_seconds": {r.name: runner.excluded_seconds(r) for r in recipes}}
+        run_jobs(store, {bench_job_key(seed): ({}, seed) for seed in range(runs)}, run_seed, on_start,
+                 on_result, on_wait)
+    return stored_bench_report(recipes, store, device)
+
+
+def bench_job_key(seed: int) -> str:
+    return f'{{"seed": {seed}}}'
+
+
+def stored_bench_report(recipes: list[Recipe], store, device: torch.device) -> dict:
+    """Every finished seed in the store, whichever worker ran it, as one bench report."""
+    from fastmnist.machine import describe
+
+    trials = sorted((t for t in store.finished() if "runs" in t.user_attrs), key=lambda t: t.user_attrs["seed"])
+    if not trials:
+        from fastmnist.errors import FastMnistError
+
+        raise FastMnistError(f"the study {store.study.study_name!r} holds no finished runs yet")
+    results = {r.name: [] for r in recipes}
+    machines: dict[str, dict] = {}
+    for trial in trials:
+        by_name = {run["recipe"]: run for run in trial.user_attrs["runs"]}
+        for recipe in recipes:
+            results[recipe.name].append(RunResult(**by_name[recipe.name]))
+        machine = trial.user_attrs["machine"]
+        entry = machines.setdefault(describe(machine) + f" on {machine.get('hostname', '?')}",
+                                    {"machine": machine, "seeds": []})
+        entry["seeds"].append(trial.user_attrs["seed"])
+    return bench_report(recipes, results, device, {"excluded_seconds_by_seed": {
+        t.user_attrs["seed"]: t.user_attrs["excluded_seconds"] for t in trials}}, list(machines.values()))

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 from torch.utils.data import DataLoader, Dataset
 
 from fastmnist.data import MEAN, STD, Mnist
 from fastmnist.errors import FastMnistError
 from fastmnist.machine import native_bf16, sync
-from fastmnist.models import ConvNet
+from fastmnist.models import NetSpec, build_net
 from fastmnist.recipes import Recipe
 
 COLLAPSED_BELOW = 20.0  # % test accuracy: twice chance; a finished run below it has diverged, NaN or not
@@ -112,13 +113,17 @@ def batches_per_epoch(n: int, recipe: Recipe) -> int:
 
 
 def make_optimizer(recipe: Recipe, params):
+    fused = {"fused": True} if recipe.fused_optimizer else {}
     if recipe.optimizer == "adadelta":
+        if fused:
+            raise FastMnistError("fused_optimizer: PyTorch has no fused Adadelta; use adam or sgd")
         return torch.optim.Adadelta(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2), weight_decay=recipe.weight_decay)
+        return torch.optim.Adam(params, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
+                                weight_decay=recipe.weight_decay, **fused)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=True,
-                               weight_decay=recipe.weight_decay)
+                               weight_decay=recipe.weight_decay, **fused)
     raise FastMnistError(f"unknown optimizer {recipe.optimizer!r}")
 
 
@@ -169,6 +174,7 @@ def test_batches(data: PreparedData, recipe: Recipe):
     return ((images[i:i + bs], labels[i:i + bs]) for i in range(0, len(labels), bs))
 
 
+@record_function("evaluation")
 def test_accuracy(model, batches, autocast) -> tuple[float, bool]:
     """Percent correct, and whether every output was a number."""
     model.eval()
@@ -204,7 +210,7 @@ def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = Fals
     sync(device)
     start = time.perf_counter()
 
-    model = ConvNet(recipe.net).to(device)
+    model = build_net(recipe.net).to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if recipe.compile else model
@@ -216,17 +222,20 @@ def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = Fals
     model.train()
     for epoch in range(1 if warmup else recipe.epochs):
         for x, y in epoch_batches():
-            with autocast():
-                output = forward(x)
-            if recipe.label_smoothing:
-                loss = F.cross_entropy(output.float(), y, label_smoothing=recipe.label_smoothing)
-            else:
-                loss = F.nll_loss(output.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if per_batch:
-                scheduler.step()
+            with record_function("forward"):  # labels for `benchmarks/profile_run.py`
+                with autocast():
+                    output = forward(x)
+                if recipe.label_smoothing or not isinstance(recipe.net, NetSpec):  # a user's net may give logits
+                    loss = F.cross_entropy(output.float(), y, label_smoothing=recipe.label_smoothing)
+                else:
+                    loss = F.nll_loss(output.float(), y)  # our nets end in log_softmax, as the original's
+            with record_function("backward"):
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            with record_function("optimizer"):
+                optimizer.step()
+                if per_batch:
+                    scheduler.step()
             loss_sum += loss.detach()
             images_seen += len(y)
         if not per_batch:

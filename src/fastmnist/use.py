@@ -19,10 +19,11 @@ def normalised(images: np.ndarray) -> torch.Tensor:
 
 
 def log_probabilities(model: torch.nn.Module, images: np.ndarray, batch: int = 2000) -> torch.Tensor:
-    """The model's log-probabilities (N x 10) for uint8 images."""
+    """The model's log-probabilities (N x 10) for uint8 images (log_softmax leaves our nets' outputs as
+    they are, and turns a user network's logits into log-probabilities)."""
     x = normalised(images)
     with torch.no_grad():
-        return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+        return torch.cat([model(x[i:i + batch]).log_softmax(1) for i in range(0, len(x), batch)])
 
 
 def evaluate_model(model: torch.nn.Module, mnist: Mnist) -> dict:
@@ -110,7 +111,8 @@ def export_onnx(model: torch.nn.Module, mnist: Mnist) -> tuple[bytes, dict]:
     except ImportError:
         raise FastMnistError("ONNX export needs onnx and onnxruntime: pip install 'fastmnist[onnx]'") from None
     buffer = io.BytesIO()
-    torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), buffer, input_names=["image"],
+    graph = torch.nn.Sequential(model, torch.nn.LogSoftmax(1)).eval()  # log-probabilities from any net
+    torch.onnx.export(graph, (torch.zeros(1, 1, 28, 28),), buffer, input_names=["image"],
                       output_names=["log_probs"], dynamic_axes={"image": {0: "batch"}, "log_probs": {0: "batch"}},
                       dynamo=False)
     session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])

@@ -1,0 +1,73 @@
+"""Where one warm run's time goes: forward (with the loss), backward (with zeroing the gradients),
+optimizer (with the lr schedule), evaluation, and the rest (model creation, batch slicing, the Python
+loop, per-epoch checks). Uses the labels `train_run` puts on each phase and PyTorch's profiler.
+
+    python benchmarks/profile_run.py stage14 fastest --out results/profile.json
+
+Each recipe: one warm-up, then `--runs` profiled runs (seeds 0..), interleaved; the median share of each
+phase is reported. The profiler adds some overhead of its own, so the absolute seconds run higher than in
+`fastmnist bench`; the shares are what this is for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+from torch.profiler import ProfilerActivity, profile
+
+from fastmnist.data import load_mnist
+from fastmnist.machine import describe, pick_device
+from fastmnist.output import write_json
+from fastmnist.recipes import get_recipe
+from fastmnist.runner import Runner, envelope
+
+PHASES = ("forward", "backward", "optimizer", "evaluation")
+
+
+def phase_seconds(prof) -> dict[str, float]:
+    """Wall time inside each labelled region, summed over its occurrences (regions do not nest)."""
+    totals = dict.fromkeys(PHASES, 0.0)
+    for event in prof.events():
+        if event.name in totals:
+            totals[event.name] += event.cpu_time_range.elapsed_us() / 1e6
+    return totals
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="+")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    recipes = [get_recipe(name) for name in args.recipes]
+    device = pick_device("auto")
+    runner = Runner(load_mnist(), device)
+    rows = {r.name: [] for r in recipes}
+    for recipe in recipes:
+        runner.warm(recipe)
+    for seed in range(args.runs):
+        for recipe in recipes:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                result = runner.run(recipe, seed)
+            phases = phase_seconds(prof)
+            phases["other"] = max(0.0, result.seconds - sum(phases.values()))
+            rows[recipe.name].append({"seconds": result.seconds, "accuracy": result.accuracy, **phases})
+    summary = {}
+    for name, runs in rows.items():
+        total = statistics.median(r["seconds"] for r in runs)
+        summary[name] = {"seconds_median": total, **{
+            f"{p}_share": statistics.median(r[p] / r["seconds"] for r in runs) for p in (*PHASES, "other")}}
+        shares = ", ".join(f"{p} {100 * summary[name][p + '_share']:.0f}%" for p in (*PHASES, "other"))
+        print(f"{name}: {total:.2f} s under the profiler; {shares}")
+    report = {**envelope("profile", device, recipes), "runs": rows, "summary": summary}
+    print(describe(report["machine"]))
+    if args.out:
+        write_json(args.out, report)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

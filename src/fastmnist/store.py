@@ -1,0 +1,211 @@
+"""The shared store: jobs kept as Optuna trials in an RDB storage (SQLite for one machine, PostgreSQL for
+many), claimed by workers, watched by heartbeats. Sweeps and benches run through it.
+
+A worker claims a job by creating a trial tagged with it, then checks the store; of several trials for
+one job, only the lowest-numbered one runs, the others are pruned. While it runs a job the worker records
+a heartbeat; a job whose worker stopped beating (kill -9, a lost machine) is failed after the grace
+period and run again by whoever comes next. A result that arrives after its job was taken over is
+dropped quietly. Everything is in Optuna's own schema: `optuna.load_study` reads it without fastmnist.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import warnings
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from fastmnist.errors import FastMnistError, StoreError
+
+ALIVE = (TrialState.RUNNING, TrialState.COMPLETE)
+POLL_SECONDS = 2.0  # how often a worker with nothing to claim looks for others' results
+CREATE_TRIES = 8  # workers started together race to create the schema; the losers retry
+
+
+def heartbeat_interval(stale_after: float) -> int:
+    """Beat a few times within the grace period, at most every 10 s: cheap, and a dead worker shows soon."""
+    return max(1, min(10, int(stale_after // 3)))
+
+
+def open_study(url: str | None, name: str, stale_after: float = 60.0) -> optuna.Study:
+    """The study at `url` (in memory, for one process, when None), created if new. Creation is retried:
+    workers started together race to create the tables, and the losers find them made on the next try."""
+    if url is None:
+        return optuna.create_study(study_name=name, direction="maximize")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # heartbeats outside Study.optimize are what this module is for: Optuna's notes about it are noise here
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    for attempt in range(CREATE_TRIES):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                 heartbeat_interval=heartbeat_interval(stale_after),
+                                                 grace_period=max(1, int(stale_after)))
+            return optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                       load_if_exists=True)
+        except Exception as exc:  # bad URLs, missing drivers, unreachable servers, creation races
+            if attempt + 1 < CREATE_TRIES and creation_race(exc):
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+                continue
+            raise FastMnistError(f"cannot open the store {redacted(url)}: {why(exc)}") from None
+    raise AssertionError("unreachable")
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and reports."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: show it as given, there is no password to hide
+        return repr(url)
+
+
+def why(exc: BaseException) -> str:
+    """One line for a store failure, with the fix where one is known."""
+    if isinstance(exc, ModuleNotFoundError):
+        return (f"the database driver is not installed ({exc.name}); for PostgreSQL install "
+                f"'fastmnist[postgres]' and write the URL as postgresql+psycopg://USER:PASSWORD@HOST/DB")
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    text = text.split("(Background on this error")[0].strip()
+    return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {text[:300]}"
+
+
+def creation_race(exc: Exception) -> bool:
+    """True for the errors two processes creating one schema at once give each other."""
+    text = str(exc)
+    return any(sign in text for sign in ("already exists", "UNIQUE constraint failed", "duplicate key",
+                                         "database is locked"))
+
+
+class Heartbeat:
+    """Records a trial's heartbeat in the store every few seconds while its job runs (a store in memory,
+    shared by no one, needs none)."""
+
+    def __init__(self, storage, trial_id: int):
+        self.storage, self.trial_id, self.stop = storage, trial_id, threading.Event()
+        self.enabled = bool(getattr(storage, "get_heartbeat_interval", lambda: None)())
+        if self.enabled:
+            storage.record_heartbeat(trial_id)  # before the thread starts: no moment without a beat
+        self.thread = threading.Thread(target=self.beat, daemon=True)
+
+    def beat(self):
+        while not self.stop.wait(self.storage.get_heartbeat_interval()):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a store that went away: the job's own write will report it
+                return
+
+    def __enter__(self):
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.enabled:
+            self.thread.join()
+
+
+class JobStore:
+    """The study seen as jobs: which are done, which are claimed, and claiming one."""
+
+    def __init__(self, study: optuna.Study):
+        self.study = study
+
+    def trials(self, states=ALIVE) -> list:
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    def finished(self) -> list:
+        return self.trials((TrialState.COMPLETE,))
+
+    def finished_count(self) -> int:
+        return len(self.finished())
+
+    def fail_stale(self) -> None:
+        """RUNNING trials whose heartbeat stopped belong to a worker that died (kill -9, power loss)."""
+        optuna.storages.fail_stale_trials(self.study)
+
+    def results(self, keys: set[str]) -> dict[str, dict]:
+        return {t.user_attrs["job"]: t.user_attrs for t in self.finished() if t.user_attrs.get("job") in keys}
+
+    def claim(self, key: str):
+        """A trial that owns `key`, or None if another worker's trial has it."""
+        trial = self.study.ask()
+        trial.set_user_attr("job", key)
+        owners = [t.number for t in self.trials() if t.user_attrs.get("job") == key]
+        if min(owners) != trial.number:
+            self.study.tell(trial, state=TrialState.PRUNED)  # a duplicate claim: the lower number runs it
+            return None
+        return trial
+
+    def finish(self, trial, point: dict, seed: int, result: dict) -> bool:
+        """Store a result (every key a user attribute, the accuracy as the trial's value); False when the
+        trial was meanwhile failed as stale and taken over (a lost race: the other worker's run counts,
+        this one is dropped quietly)."""
+        try:
+            for name, value in {**result, "point": point, "seed": seed}.items():
+                trial.set_user_attr(name, value)
+            self.study.tell(trial, result["accuracy"])
+        except UpdateFinishedTrialError:
+            return False
+        return True
+
+
+def run_jobs(store: JobStore, jobs: dict[str, tuple[dict, int]], run_job, on_start=None, on_result=None,
+             on_wait=None) -> tuple[dict[str, dict], int]:
+    """Run (or wait for other workers to run) every job; returns each job's stored result and how many
+    this worker ran. A store that stops answering ends the work with StoreError: what it holds is kept,
+    and the same command resumes once it is back."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return claim_and_run(store, jobs, run_job, on_start, on_result, on_wait)
+    except SQLAlchemyError as exc:
+        url = redacted(str(store.study._storage.engine.url))
+        raise StoreError(f"the store {url} stopped answering ({why(exc)}); the runs it holds are kept: run "
+                         f"the same command again when it is back") from None
+
+
+def claim_and_run(store: JobStore, jobs, run_job, on_start, on_result, on_wait) -> tuple[dict[str, dict], int]:
+    keys, ran, waiting = set(jobs), 0, False
+    while True:
+        store.fail_stale()
+        done = store.results(keys)
+        if len(done) == len(keys):
+            return done, ran
+        taken = {t.user_attrs.get("job") for t in store.trials()}
+        free = [k for k in jobs if k not in taken]
+        if not free:
+            if on_wait and not waiting:
+                on_wait(len(keys) - len(done))
+            waiting = True
+            time.sleep(POLL_SECONDS)  # the rest are in flight in other workers
+            continue
+        waiting = False
+        trial = store.claim(free[0])
+        if trial is None:
+            continue
+        point, seed = jobs[free[0]]
+        if on_start:
+            on_start(point, seed)
+        try:
+            with Heartbeat(store.study._storage, trial._trial_id):
+                result = run_job(point, seed)
+        except BaseException:
+            try:  # Ctrl-C, SIGTERM or a crash: release the job so it runs again
+                store.study.tell(trial, state=TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                pass
+            raise
+        if store.finish(trial, point, seed, result):
+            ran += 1
+            if on_result:
+                on_result(point, seed, result)
+
+

@@ -1,0 +1,94 @@
+"""The Python API and users' own recipes and networks: the README's example, files, factories, FLOPs."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import fastmnist
+from fastmnist.checkpoint import load_model, save_model
+from fastmnist.errors import FastMnistError
+from fastmnist.models import NETS, flops_per_image
+from fastmnist.recipes import get_recipe
+from tests.test_cli import assert_one_line_error, fastmnist as run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "residual.py"
+
+
+def readme_python_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Python", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_python_example_runs(real_mnist, monkeypatch, capsys):
+    monkeypatch.setenv("FASTMNIST_DATA", real_mnist.source)
+    namespace = {}
+    exec(compile(readme_python_example(), "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    result, report = namespace["result"], namespace["report"]
+    assert 90.0 < result.accuracy <= 100.0 and result.seconds > 0
+    assert isinstance(result.model, torch.nn.Module)
+    assert [row["recipe"] for row in report["summary"]] == ["stage14", "stage14-lr03"]
+    assert "ratio" in capsys.readouterr().out  # it printed the table
+
+
+def test_user_file_recipe_with_its_own_network(small_mnist, tmp_path):
+    recipe = fastmnist.recipe(f"{EXAMPLE}:residual")
+    assert recipe.parent == "stage14" and callable(recipe.net)
+    result = fastmnist.train(recipe, seed=0, mnist=small_mnist, warmup=False)
+    assert result.accuracy > 75.0 and not result.diverged  # 12 steps of batch 512 on 6k images
+    path = tmp_path / "residual.safetensors"
+    save_model(path, result.model, {"recipe": recipe.name}, recipe.net)
+    model, info = load_model(path)
+    assert info["recipe"] == "residual" and type(model).__name__ == "ResidualNet"
+    x = torch.zeros(3, 1, 28, 28)
+    assert torch.allclose(model(x), result.model.eval().cpu().float()(x.contiguous()), atol=1e-5)
+
+
+def test_flops_are_counted_by_pytorch_for_any_network():
+    train, infer = flops_per_image(get_recipe(f"{EXAMPLE}:residual").net)
+    # by hand: conv1 12*12*16*25, conv2 12*12*16*16*9, fc 576*128 + 128*10 multiply-adds, 2 FLOPs each
+    assert infer == 2 * (12 * 12 * 16 * 25 + 12 * 12 * 16 * 16 * 9 + 576 * 128 + 128 * 10)
+    assert train == 3 * infer - 2 * (2 * 12 * 12 * 16 * 25)  # no gradient for the input image
+    assert flops_per_image(NETS["D"])[1] == 2 * (345600 + 691200 + 204800 + 2560)  # today's stage 8 figure
+
+
+def write(tmp_path, body: str) -> str:
+    path = tmp_path / "mine.py"
+    path.write_text("import fastmnist\nfrom torch import nn\n" + body)
+    return str(path)
+
+
+@pytest.mark.parametrize("body, name, fragment", [
+    ("", "missing.py:x", "no such file"),
+    ("x = 1\n", "mine.py:nope", "has no 'nope' (it defines: fastmnist, nn, x)"),
+    ("x = 1\n", "mine.py:x", "is a int, not a fastmnist Recipe"),
+    ("raise ValueError('boom')\n", "mine.py:x", "importing it failed: ValueError: boom"),
+    ("def f():\n    raise RuntimeError('no')\nr = fastmnist.derive(fastmnist.recipe('stage14'), 'r', 's', net=f)\n",
+     "mine.py:r", "network factory mine.py:f raised RuntimeError: no"),
+    ("def f():\n    return 3\nr = fastmnist.derive(fastmnist.recipe('stage14'), 'r', 's', net=f)\n",
+     "mine.py:r", "returned a int, not a torch.nn.Module"),
+    ("def f():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 7))\n"
+     "r = fastmnist.derive(fastmnist.recipe('stage14'), 'r', 's', net=f)\n", "mine.py:r", "to (2, 7), expected 2 x 10"),
+])
+def test_bad_user_files_are_one_line_before_any_run(body, name, fragment, tmp_path, real_mnist):
+    write(tmp_path, body)
+    proc = run_cli("bench", "stage14", str(tmp_path / name), "--runs", "1", "--data-dir", real_mnist.source,
+                   check=False, env={"FASTMNIST_CACHE": str(tmp_path / "cache")})
+    assert_one_line_error(proc, fragment)
+    assert "runs" not in proc.stdout  # nothing was run
+
+
+def test_net_fields_cannot_be_set_on_a_user_network():
+    recipe = get_recipe(f"{EXAMPLE}:residual")
+    with pytest.raises(FastMnistError, match="field of fastmnist's own network"):
+        get_recipe(f"{EXAMPLE}:residual[conv1=8]")
+    assert get_recipe(f"{EXAMPLE}:residual[lr=0.03]").lr == 0.03 and recipe.lr == 0.02
+
+
+def test_example_benches_from_the_command_line(real_mnist, tmp_path):
+    proc = run_cli("bench", "stage14", f"{EXAMPLE}:residual", "--runs", "1", "--set", "train_fraction=0.03",
+                   "--quiet", "--data-dir", real_mnist.source, env={"FASTMNIST_CACHE": str(tmp_path / "cache")})
+    assert "residual[train_fraction=0.03]" in proc.stdout

@@ -1,0 +1,188 @@
+"""Many workers on one store, SQLite and a real PostgreSQL server: every run exactly once, nothing lost
+to a killed worker, a signal or a store that goes away, and one clear line for a bad URL.
+
+PostgreSQL: $FASTMNIST_TEST_POSTGRES (CI starts a server and sets it). Without a reachable server the
+PostgreSQL cases skip, with the reason, except under CI, where they fail."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+from optuna.trial import TrialState
+
+from fastmnist.store import JobStore, open_study
+from tests.test_cli import assert_one_line_error
+
+POSTGRES = os.environ.get("FASTMNIST_TEST_POSTGRES", "postgresql+psycopg://fastmnist:fastmnist@localhost/fastmnist")
+SLICE = "train_fraction=0.02"
+
+
+def postgres_reason() -> str | None:
+    try:
+        open_study(POSTGRES, "fastmnist-test-probe")
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
+        return f"no PostgreSQL at {POSTGRES} ({exc}); set FASTMNIST_TEST_POSTGRES"
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    why = postgres_reason()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return POSTGRES
+
+
+@pytest.fixture()
+def env(real_mnist, tmp_path):
+    return {**os.environ, "FASTMNIST_DATA": real_mnist.source, "FASTMNIST_CACHE": str(tmp_path / "cache")}
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "fastmnist.cli", *args]
+
+
+def bench_command(url, study, runs=6):
+    return cli("bench", "stage14", "stage13", "--runs", str(runs), "--set", SLICE, "--threads", "1",
+               "--storage", url, "--study", study, "--stale-after", "3")
+
+
+def sweep_command(url, study, out):
+    return cli("sweep", "--recipe", f"stage14[{SLICE}]", "--param", "lr=0.02,0.03", "--runs", "3",
+               "--threads", "1", "--storage", url, "--study", study, "--out", str(out), "--stale-after", "3")
+
+
+def run_together(commands, env, timeout=300):
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for c in commands]
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    return [out for out, _ in outs]
+
+
+def finished_jobs(url, study):
+    trials = JobStore(open_study(url, study)).study.get_trials(states=(TrialState.COMPLETE,))
+    return [t.user_attrs["job"] for t in trials]
+
+
+def runs_by_seed(report_text_or_json):
+    return {(r["recipe"], r["seed"]): r["accuracy"] for r in report_text_or_json["runs"]}
+
+
+def test_three_workers_share_a_bench_each_seed_once(store_url, env, tmp_path):
+    study = f"bench-{uuid.uuid4().hex[:8]}"
+    run_together([bench_command(store_url, study)] * 3, env)
+    jobs = finished_jobs(store_url, study)
+    assert sorted(jobs) == sorted(f'{{"seed": {s}}}' for s in range(6))  # every seed once, none twice
+    shared, alone = tmp_path / "shared.json", tmp_path / "alone.json"
+    subprocess.run(bench_command(store_url, study) + ["--report", "--out", str(shared)], env=env, check=True,
+                   capture_output=True)
+    subprocess.run(bench_command(f"sqlite:///{tmp_path / 'alone.db'}", "alone") + ["--out", str(alone)],
+                   env=env, check=True, capture_output=True)
+    a, b = json.loads(shared.read_text()), json.loads(alone.read_text())
+    assert runs_by_seed(a) == runs_by_seed(b)  # the same results as one worker's
+    assert sum(len(m["seeds"]) for m in a["machines"]) == 6
+
+
+def test_three_workers_share_a_sweep_each_run_once(store_url, env, tmp_path):
+    study = f"sweep-{uuid.uuid4().hex[:8]}"
+    outs = run_together([sweep_command(store_url, study, tmp_path / f"w{i}") for i in range(3)], env)
+    jobs = finished_jobs(store_url, study)
+    assert len(jobs) == len(set(jobs)) == 2 * 3  # lr 0.02 and 0.03, three seeds each, each run once
+    assert len({out.split("runs:")[0] for out in outs}) == 1  # every worker prints the same table
+
+
+def start_and_wait_for_a_run(command, env):
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stderr:
+        if line.startswith(("sweep: running", "bench: running")):
+            return proc
+    raise AssertionError(f"the worker never started a run (exit {proc.wait()})")
+
+
+def test_a_killed_workers_seed_is_rerun_and_finished_runs_kept(store_url, env):
+    study = f"kill-{uuid.uuid4().hex[:8]}"
+    proc = start_and_wait_for_a_run(bench_command(store_url, study, runs=4), env)
+    proc.kill()  # SIGKILL: no handler runs, its trial stays RUNNING
+    proc.wait()
+    store = JobStore(open_study(store_url, study))
+    assert len(store.study.get_trials(states=(TrialState.RUNNING,))) == 1
+    rerun = subprocess.run(bench_command(store_url, study, runs=4), capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "waiting for 1 seed(s) held by other workers" in rerun.stderr
+    assert sorted(finished_jobs(store_url, study)) == sorted(f'{{"seed": {s}}}' for s in range(4))
+
+
+@pytest.mark.parametrize("sig, code, line", [(signal.SIGINT, 130, "fastmnist: interrupted"),
+                                             (signal.SIGTERM, 143, "fastmnist: terminated (SIGTERM)")])
+def test_a_signal_releases_the_run_in_flight_and_the_same_command_resumes(sig, code, line, env, tmp_path):
+    url, study = f"sqlite:///{tmp_path / 's.db'}", "signal"
+    proc = start_and_wait_for_a_run(sweep_command(url, study, tmp_path), env)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code and err.strip().splitlines()[-1] == line
+    assert not JobStore(open_study(url, study)).study.get_trials(states=(TrialState.RUNNING,))
+    rerun = subprocess.run(sweep_command(url, study, tmp_path), capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "reused from the store" in rerun.stdout and "already holds" in rerun.stderr
+
+
+def test_sigint_on_postgresql_releases_the_run(env, tmp_path):
+    if postgres_reason():
+        pytest.fail(postgres_reason()) if os.environ.get("CI") else pytest.skip(postgres_reason())
+    study = f"sigint-{uuid.uuid4().hex[:8]}"
+    proc = start_and_wait_for_a_run(bench_command(POSTGRES, study, runs=4), env)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert not JobStore(open_study(POSTGRES, study)).study.get_trials(states=(TrialState.RUNNING,))
+
+
+def pg_ctl(action: str) -> None:
+    version, cluster = os.environ["FASTMNIST_TEST_PG_CLUSTER"].split()
+    subprocess.run(["pg_ctlcluster", version, cluster, action, *(["-m", "fast"] if action == "stop" else [])],
+                   check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.skipif(not os.environ.get("FASTMNIST_TEST_PG_CLUSTER"),
+                    reason="needs FASTMNIST_TEST_PG_CLUSTER='VERSION CLUSTER' and root, to stop the server")
+def test_the_database_stopping_mid_run_ends_with_one_line_and_resumes(env):
+    study = f"stop-{uuid.uuid4().hex[:8]}"
+    proc = start_and_wait_for_a_run(bench_command(POSTGRES, study, runs=6), env)
+    try:
+        pg_ctl("stop")
+        _, err = proc.communicate(timeout=180)
+    finally:
+        pg_ctl("start")
+    lines = [x for x in err.splitlines() if x.strip() and not x.startswith("bench: running")]
+    assert proc.returncode == 4 and len(lines) == 1 and "Traceback" not in err, err
+    assert "stopped answering" in lines[0] and "run the same command again" in lines[0]
+    rerun = subprocess.run(bench_command(POSTGRES, study, runs=6), capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(finished_jobs(POSTGRES, study)) == sorted(f'{{"seed": {s}}}' for s in range(6))
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("postgresql+psycopg://fastmnist:wrong@localhost/fastmnist", "password authentication failed"),
+    ("postgresql+psycopg://fastmnist:secret@localhost:1/fastmnist", "Connection refused"),
+    ("postgresql+psycopg2://fastmnist:secret@localhost/fastmnist", "the database driver is not installed"),
+    ("mysql+nodriver://a@localhost/x", "cannot open the store"),
+    ("not a url", "cannot open the store"),
+])
+def test_bad_store_urls_are_one_line_before_any_run(url, fragment, env):
+    if "wrong@" in url and postgres_reason():
+        pytest.fail(postgres_reason()) if os.environ.get("CI") else pytest.skip(postgres_reason())
+    proc = subprocess.run(bench_command(url, "x"), capture_output=True, text=True, env=env, timeout=120)
+    assert_one_line_error(proc, fragment)
+    assert ":wrong@" not in proc.stderr and ":secret@" not in proc.stderr  # passwords are never printed
