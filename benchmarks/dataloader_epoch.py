@@ -25,7 +25,7 @@ from fastmnist.data import MEAN, STD, load_mnist
 from fastmnist.machine import describe
 from fastmnist.output import write_json
 from fastmnist.runner import envelope
-from fastmnist.train import TorchvisionStyleMnist
+from fastmnist.trainer import TorchvisionStyleMnist
 
 
 class NumpyStyle(Dataset):

@@ -31,7 +31,7 @@ def phase_seconds(prof) -> dict[str, float]:
     totals = dict.fromkeys(PHASES, 0.0)
     for event in prof.events():
         if event.name in totals:
-            totals[event.name] += event.cpu_time_range.elapsed_us() / 1e6
+            totals[event.name] += event.time_range.elapsed_us() / 1e6
     return totals
 
 

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from fastmnist.errors import FastMnistError
 from fastmnist.recipes import get_recipe
 from fastmnist.store import JobStore, open_study
-from fastmnist.sweep import SweepSpec, coordinate_ascent, parse_params
+from fastmnist.search import SweepSpec, coordinate_ascent, parse_params
 
 RECIPE = get_recipe("stage8")
 PARAMS = (("lr", (0.005, 0.02)), ("batch_size", (128, 512)))

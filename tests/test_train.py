@@ -8,7 +8,7 @@ from fastmnist.machine import pick_device
 from fastmnist.recipes import get_recipe
 from fastmnist.runner import Runner, benchmark
 from fastmnist.stats import paired_ratio, summarize, welch_p
-from fastmnist.train import TorchvisionStyleMnist, prepare, train_run
+from fastmnist.trainer import TorchvisionStyleMnist, prepare, train_run
 
 CPU = torch.device("cpu")
 

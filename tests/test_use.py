@@ -13,7 +13,7 @@ from fastmnist.errors import FastMnistError
 from fastmnist.models import NETS
 from fastmnist.recipes import get_recipe
 from fastmnist.report import error_grid
-from fastmnist.train import prepare, train_run
+from fastmnist.trainer import prepare, train_run
 from fastmnist.use import evaluate_model, export_onnx, predict_files, to_mnist_format
 from tests.test_cli import fastmnist
 

@@ -19,7 +19,7 @@ from fastmnist.data import Mnist, load_mnist
 from fastmnist.machine import pick_device
 from fastmnist.output import write_json
 from fastmnist.recipes import Recipe, derive, get_recipe
-from fastmnist.train import RunResult
+from fastmnist.trainer import RunResult
 
 __all__ = ["Recipe", "Report", "RunResult", "bench", "derive", "load_mnist", "recipe", "sweep", "train"]
 
@@ -79,15 +79,15 @@ def sweep(recipe: Recipe | str, params: dict[str, list], runs: int, *, rounds: i
     """Coordinate ascent over `params` ({'lr': [0.01, 0.02], ...}), `runs` seeds a point, every run kept
     in an Optuna storage (in memory unless `storage` is a URL), as `fastmnist sweep` does."""
     from fastmnist.runner import Runner, envelope
-    from fastmnist.store import JobStore, open_study
-    from fastmnist.sweep import SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner
+    from fastmnist.store import open_store
+    from fastmnist.search import SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner
 
     [recipe] = resolve([recipe])
     texts = [f"{name}={','.join(map(str, values))}" for name, values in params.items()]
     spec = SweepSpec(recipe, parse_params(recipe, texts), runs, rounds, objective, target)
     torch_device, mnist = machine_and_data(device, data_dir, mnist, offline)
     study_name = study or default_study_name(spec)
-    store = JobStore(open_study(storage, study_name))
+    store = open_store(storage, study_name)
     record = coordinate_ascent(spec, store, real_job_runner(spec, Runner(mnist, torch_device)))
     return Report({**envelope("sweep", torch_device, [recipe], peak=False), **record, "objective": objective,
                    "target": target, "runs_per_point": runs, "study": study_name, "storage": storage})

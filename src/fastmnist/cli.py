@@ -109,7 +109,7 @@ def cmd_train(args) -> int:
     if args.json:
         print(json.dumps(record))
     else:
-        flag = "  DIVERGED (loss or weights became NaN/inf)" if result.diverged else ""
+        flag = "  DIVERGED (NaN/inf in the loss, weights or outputs, or ended at chance)" if result.diverged else ""
         print(f"{recipe.name}: test accuracy {result.accuracy:.2f}% after {result.epochs} epoch(s) in "
               f"{result.seconds:.2f} s ({describe(info)}, {result.precision}){flag}")
         print(f"timed: model creation + training + test evaluation; not timed: data load "
@@ -151,10 +151,10 @@ def cmd_bench(args) -> int:
     if args.report and not args.storage:
         raise FastMnistError("--report reads a shared bench: give its --storage URL (and --study if named)")
     if args.storage:
-        from fastmnist.store import JobStore, open_study
+        from fastmnist.store import open_store
 
         study = args.study or bench_study_name(recipes)
-        store = JobStore(open_study(args.storage, study, args.stale_after))
+        store = open_store(args.storage, study, args.stale_after)
         if args.report:
             import torch
 
@@ -214,15 +214,15 @@ def cmd_sweep(args) -> int:
     from fastmnist.recipes import get_recipe
     from fastmnist.report import sweep_plots, sweep_table
     from fastmnist.runner import Runner, envelope
-    from fastmnist.store import JobStore, open_study, redacted
-    from fastmnist.sweep import SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner
+    from fastmnist.store import open_store, redacted
+    from fastmnist.search import SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner
 
     recipe = get_recipe(args.recipe)
     spec = SweepSpec(recipe, parse_params(recipe, args.param), args.runs, args.rounds, args.objective, args.target)
     out_dir = check_folder(Path(args.out), "--out")
     storage = args.storage or f"sqlite:///{out_dir / 'sweep.db'}"
     study_name = args.study or default_study_name(spec)
-    store = JobStore(open_study(storage, study_name, args.stale_after))
+    store = open_store(storage, study_name, args.stale_after)
     device, mnist = setup(args)
     finished = store.finished_count()
     if finished and not args.quiet:
@@ -247,8 +247,8 @@ def cmd_sweep(args) -> int:
               "target": args.target, "runs_per_point": args.runs, "study": study_name, "storage": redacted(storage)}
     table = sweep_table(record)
     print(table)
-    print(f"runs: {record['runs_total']} in this sweep, {record['runs_run_here']} run now, "
-          f"{record['runs_reused']} reused from the store")
+    print(f"runs: {record['runs_total']} in this sweep, {record['runs_run_here']} run now by this worker, "
+          f"{record['runs_reused']} reused from the store (run earlier, or by other workers)")
     write_json(out_dir / "sweep.json", record)
     write_text(out_dir / "sweep.md", "```\n" + table + "\n```\n")
     pictures = sweep_plots(record, out_dir)
@@ -258,7 +258,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from fastmnist.checkpoint import load_model
-    from fastmnist.output import check_writable
+    from fastmnist.output import check_writable, write_or_fallback
     from fastmnist.report import error_grid, evaluation_text
     from fastmnist.use import evaluate_model
 
@@ -274,8 +274,6 @@ def cmd_evaluate(args) -> int:
         print(f"model: {args.model} ({trained})")
         print(evaluation_text(result))
     if args.errors:
-        from fastmnist.output import write_or_fallback
-
         counted = []
         write_or_fallback(args.errors, lambda path: counted.append(
             error_grid(mnist.test_images, mnist.test_labels, result["predicted"], path)), "the error grid")

@@ -7,6 +7,7 @@ bf16 support, threads, versions, and the code and command that produced it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -37,6 +38,19 @@ def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so a clock reading means what it says."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int):
+    """PyTorch's intra-op CPU threads set to `count` inside the block (0: left as they are), restored after."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if count:
+            torch.set_num_threads(before)
 
 
 def cpu_feature(name: str) -> bool:

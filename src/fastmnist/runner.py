@@ -16,11 +16,12 @@ import torch
 from tqdm import tqdm
 
 from fastmnist.data import Mnist
+from fastmnist.errors import FastMnistError
 from fastmnist.machine import machine_info, matmul_gflops, provenance
 from fastmnist.models import NetSpec, check_net, flops_per_image
 from fastmnist.recipes import Recipe
 from fastmnist.stats import paired_ratio, summarize
-from fastmnist.train import PreparedData, RunResult, effective_precision, prepare, preparation_key, train_run
+from fastmnist.trainer import PreparedData, RunResult, effective_precision, prepare, preparation_key, train_run
 
 TIMED = "model creation, training, test evaluation (as each recipe says)"
 NOT_TIMED = "data loading/verification, preparation into tensors, one short warm-up run per recipe"
@@ -137,9 +138,20 @@ def bench_report(recipes: list[Recipe], results: dict[str, list[RunResult]], dev
     return report
 
 
+def distinct(recipes: list[Recipe]) -> list[Recipe]:
+    """Runs are kept by recipe name, so a bench's recipes must have different names."""
+    names = [r.name for r in recipes]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise FastMnistError(f"recipe {twice[0]} is named twice; to compare a recipe with itself, give one "
+                             f"copy a harmless override, e.g. {twice[0]}[target=99.0]")
+    return recipes
+
+
 def benchmark(recipes: list[Recipe], runs: int, mnist: Mnist, device: torch.device, progress: bool = True,
               on_run=None) -> dict:
     """Seeds 0..runs-1, recipes interleaved within each seed; the report `fastmnist bench` writes."""
+    distinct(recipes)
     runner = Runner(mnist, device)
     results = runner.run_interleaved(recipes, range(runs), progress, on_run)
     return bench_report(recipes, results, device, {
@@ -159,6 +171,7 @@ def shared_benchmark(recipes: list[Recipe], runs: int, store, runner: Runner | N
     nothing runs: the report is made from what the store holds."""
     from fastmnist.store import run_jobs
 
+    distinct(recipes)
     if runner is not None:
         here = machine_info(device)
 
@@ -182,8 +195,6 @@ def stored_bench_report(recipes: list[Recipe], store, device: torch.device) -> d
 
     trials = sorted((t for t in store.finished() if "runs" in t.user_attrs), key=lambda t: t.user_attrs["seed"])
     if not trials:
-        from fastmnist.errors import FastMnistError
-
         raise FastMnistError(f"the study {store.study.study_name!r} holds no finished runs yet")
     results = {r.name: [] for r in recipes}
     machines: dict[str, dict] = {}

@@ -31,6 +31,10 @@ def heartbeat_interval(stale_after: float) -> int:
     return max(1, min(10, int(stale_after // 3)))
 
 
+def open_store(url: str | None, name: str, stale_after: float = 60.0) -> JobStore:
+    return JobStore(open_study(url, name, stale_after), url)
+
+
 def open_study(url: str | None, name: str, stale_after: float = 60.0) -> optuna.Study:
     """The study at `url` (in memory, for one process, when None), created if new. Creation is retried:
     workers started together race to create the tables, and the losers find them made on the next try."""
@@ -67,9 +71,12 @@ def redacted(url: str) -> str:
 
 
 def why(exc: BaseException) -> str:
-    """One line for a store failure, with the fix where one is known."""
-    if isinstance(exc, ModuleNotFoundError):
-        return (f"the database driver is not installed ({exc.name}); for PostgreSQL install "
+    """One line for a store failure (its root cause: Optuna wraps the driver's errors), with the fix
+    where one is known."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, ImportError):
+        return (f"the database driver for this URL is not installed ({exc}); for PostgreSQL install "
                 f"'fastmnist[postgres]' and write the URL as postgresql+psycopg://USER:PASSWORD@HOST/DB")
     text = " ".join(str(getattr(exc, "orig", None) or exc).split())
     text = text.split("(Background on this error")[0].strip()
@@ -83,15 +90,18 @@ def creation_race(exc: Exception) -> bool:
                                          "database is locked"))
 
 
+def beats(storage) -> bool:
+    """Whether the storage keeps heartbeats (an RDB storage opened here does; one in memory, shared by
+    no one, needs none)."""
+    return bool(getattr(storage, "get_heartbeat_interval", lambda: None)())
+
+
 class Heartbeat:
-    """Records a trial's heartbeat in the store every few seconds while its job runs (a store in memory,
-    shared by no one, needs none)."""
+    """Records a trial's heartbeat in the store every few seconds while its job runs."""
 
     def __init__(self, storage, trial_id: int):
         self.storage, self.trial_id, self.stop = storage, trial_id, threading.Event()
-        self.enabled = bool(getattr(storage, "get_heartbeat_interval", lambda: None)())
-        if self.enabled:
-            storage.record_heartbeat(trial_id)  # before the thread starts: no moment without a beat
+        self.enabled = beats(storage)
         self.thread = threading.Thread(target=self.beat, daemon=True)
 
     def beat(self):
@@ -115,8 +125,8 @@ class Heartbeat:
 class JobStore:
     """The study seen as jobs: which are done, which are claimed, and claiming one."""
 
-    def __init__(self, study: optuna.Study):
-        self.study = study
+    def __init__(self, study: optuna.Study, url: str | None = None):
+        self.study, self.url = study, url
 
     def trials(self, states=ALIVE) -> list:
         return self.study.get_trials(deepcopy=False, states=states)
@@ -137,6 +147,8 @@ class JobStore:
     def claim(self, key: str):
         """A trial that owns `key`, or None if another worker's trial has it."""
         trial = self.study.ask()
+        if beats(self.study._storage):
+            self.study._storage.record_heartbeat(trial._trial_id)  # from its first moment, or never stale
         trial.set_user_attr("job", key)
         owners = [t.number for t in self.trials() if t.user_attrs.get("job") == key]
         if min(owners) != trial.number:
@@ -162,13 +174,13 @@ def run_jobs(store: JobStore, jobs: dict[str, tuple[dict, int]], run_job, on_sta
     """Run (or wait for other workers to run) every job; returns each job's stored result and how many
     this worker ran. A store that stops answering ends the work with StoreError: what it holds is kept,
     and the same command resumes once it is back."""
+    from optuna.exceptions import StorageInternalError
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         return claim_and_run(store, jobs, run_job, on_start, on_result, on_wait)
-    except SQLAlchemyError as exc:
-        url = redacted(str(store.study._storage.engine.url))
-        raise StoreError(f"the store {url} stopped answering ({why(exc)}); the runs it holds are kept: run "
+    except (SQLAlchemyError, StorageInternalError) as exc:
+        raise StoreError(f"the store {redacted(store.url or '(in memory)')} stopped answering ({why(exc)}); the runs it holds are kept: run "
                          f"the same command again when it is back") from None
 
 

@@ -103,11 +103,17 @@ def coordinate_ascent(spec: SweepSpec, store: JobStore, run_job: Callable[[dict,
 
 
 def real_job_runner(spec: SweepSpec, runner) -> Callable[[dict, int], dict]:
-    """Train the recipe at a point for a seed through the run core (warm, data shared across points)."""
+    """Train the recipe at a point for a seed through the run core (warm, data shared across points).
+    The result, stored with the trial, names the recipe and the machine that ran it."""
+    from fastmnist.machine import machine_info
+
+    here = machine_info(runner.device)
+
     def run(point: dict, seed: int) -> dict:
-        result = runner.run(apply_point(spec.recipe, point), seed)
-        return {"accuracy": result.accuracy, "seconds": result.seconds, "diverged": result.diverged,
-                "epochs": result.epochs}
+        recipe = apply_point(spec.recipe, point)
+        result = runner.run(recipe, seed)
+        return {"recipe": recipe.name, "accuracy": result.accuracy, "seconds": result.seconds,
+                "diverged": result.diverged, "epochs": result.epochs, "machine": here}
     return run
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fastmnist.data import MEAN, STD, Mnist
 from fastmnist.errors import FastMnistError
-from fastmnist.machine import native_bf16, sync
+from fastmnist.machine import cpu_threads, native_bf16, sync
 from fastmnist.models import NetSpec, build_net
 from fastmnist.recipes import Recipe
 
@@ -203,6 +203,11 @@ def finite(model: torch.nn.Module) -> bool:
 def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = False, on_epoch=None) -> RunResult:
     """Model creation, training and the test evaluation(s): everything between the two clock readings.
     `on_epoch(epoch, accuracy, elapsed_seconds)` is told after each test evaluation (for progress lines)."""
+    with cpu_threads(recipe.threads):
+        return timed_run(recipe, data, seed, warmup, on_epoch)
+
+
+def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_epoch) -> RunResult:
     device = data.device
     precision = effective_precision(recipe, device)
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
