@@ -35,6 +35,14 @@ def phase_seconds(prof) -> dict[str, float]:
     return totals
 
 
+def heaviest_ops(prof, count: int = 8) -> dict[str, float]:
+    """The operators that took the most self CPU time, as shares of all of it."""
+    ops = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    ops.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {e.key: e.self_cpu_time_total / total for e in ops[:count]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="+")
@@ -45,6 +53,7 @@ def main() -> int:
     device = pick_device("auto")
     runner = Runner(load_mnist(), device)
     rows = {r.name: [] for r in recipes}
+    top_ops = {}
     for recipe in recipes:
         runner.warm(recipe)
     for seed in range(args.runs):
@@ -53,6 +62,7 @@ def main() -> int:
                 result = runner.run(recipe, seed)
             phases = phase_seconds(prof)
             phases["other"] = max(0.0, result.seconds - sum(phases.values()))
+            top_ops[recipe.name] = heaviest_ops(prof)
             rows[recipe.name].append({"seconds": result.seconds, "accuracy": result.accuracy, **phases})
     summary = {}
     for name, runs in rows.items():
@@ -61,7 +71,10 @@ def main() -> int:
             f"{p}_share": statistics.median(r[p] / r["seconds"] for r in runs) for p in (*PHASES, "other")}}
         shares = ", ".join(f"{p} {100 * summary[name][p + '_share']:.0f}%" for p in (*PHASES, "other"))
         print(f"{name}: {total:.2f} s under the profiler; {shares}")
-    report = {**envelope("profile", device, recipes), "runs": rows, "summary": summary}
+    for name, ops in top_ops.items():
+        print(f"{name}, heaviest operators (share of self CPU time, last run): "
+              + ", ".join(f"{op} {100 * share:.0f}%" for op, share in ops.items()))
+    report = {**envelope("profile", device, recipes), "runs": rows, "summary": summary, "top_ops": top_ops}
     print(describe(report["machine"]))
     if args.out:
         write_json(args.out, report)
