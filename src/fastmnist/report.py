@@ -48,8 +48,9 @@ def bench_table(report: dict) -> str:
     t = report["timing"]
     if "machines" in report:  # a shared bench: each seed ran on one machine, all of its recipes
         for entry in report["machines"]:
+            workers = ", ".join(f"{w} {n}" for w, n in sorted(entry.get("workers", {}).items()))
             lines.append(f"{machine_line(entry['machine'])} on {entry['machine'].get('hostname', '?')}: "
-                         f"{len(entry['seeds'])} seed(s)")
+                         f"{len(entry['seeds'])} seed(s)" + (f" (by worker: {workers})" if workers else ""))
         lines.append(f"timed: {t['includes']}; not timed: {t['excludes']}")
     else:
         lines.append(machine_line(report["machine"]))

@@ -8,6 +8,7 @@ so it reproduces itself.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 
@@ -179,6 +180,7 @@ def shared_benchmark(recipes: list[Recipe], runs: int, store, runner: Runner | N
             results = runner.run_interleaved(recipes, [seed])
             return {"accuracy": results[recipes[0].name][0].accuracy, "recipes": [r.name for r in recipes],
                     "runs": [results[r.name][0].record() for r in recipes], "machine": here,
+                    "worker": f"{here['hostname']}:{os.getpid()}",
                     "excluded_seconds": {r.name: runner.excluded_seconds(r) for r in recipes}}
         run_jobs(store, {bench_job_key(seed): ({}, seed) for seed in range(runs)}, run_seed, on_start,
                  on_result, on_wait)
@@ -204,7 +206,9 @@ def stored_bench_report(recipes: list[Recipe], store, device: torch.device) -> d
             results[recipe.name].append(RunResult(**by_name[recipe.name]))
         machine = trial.user_attrs["machine"]
         entry = machines.setdefault(describe(machine) + f" on {machine.get('hostname', '?')}",
-                                    {"machine": machine, "seeds": []})
+                                    {"machine": machine, "seeds": [], "workers": {}})
         entry["seeds"].append(trial.user_attrs["seed"])
+        worker = trial.user_attrs.get("worker", "?")
+        entry["workers"][worker] = entry["workers"].get(worker, 0) + 1
     return bench_report(recipes, results, device, {"excluded_seconds_by_seed": {
         t.user_attrs["seed"]: t.user_attrs["excluded_seconds"] for t in trials}}, list(machines.values()))
