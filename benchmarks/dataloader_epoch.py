@@ -18,12 +18,11 @@ import time
 
 import numpy as np
 import torch
+from common import finish
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from fastmnist.data import MEAN, STD, load_mnist
-from fastmnist.machine import describe
-from fastmnist.output import write_json
 from fastmnist.runner import envelope
 from fastmnist.trainer import TorchvisionStyleMnist
 
@@ -84,11 +83,7 @@ def main() -> int:
               "seconds": seconds, "median": {k: statistics.median(v) for k, v in seconds.items()}}
     for name, values in seconds.items():
         print(f"{name:<18} median {statistics.median(values):.2f} s/epoch  ({', '.join(f'{v:.2f}' for v in values)})")
-    print(describe(report["machine"]))
-    if args.out:
-        write_json(args.out, report)
-        print(f"wrote {args.out}")
-    return 0
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from common import finish
 
 from fastmnist.cli import epoch_printer
-from fastmnist.output import write_json
 from fastmnist.recipes import get_recipe
 from fastmnist.runner import envelope
 
@@ -49,10 +49,7 @@ def main() -> int:
               "seconds_per_line": per_line, "share_of_run_by_stage": shares}
     print(f"one epoch line: {per_line * 1e6:.1f} us; largest share of a multi-epoch stage's run: "
           f"{100 * max(shares.values()):.5f}% ({max(shares, key=shares.get)})")
-    if args.out:
-        write_json(args.out, report)
-        print(f"wrote {args.out}")
-    return 0
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ import sys
 
 from torch.profiler import ProfilerActivity, profile
 
+from common import finish
 from fastmnist.data import load_mnist
-from fastmnist.machine import describe, pick_device
-from fastmnist.output import write_json
+from fastmnist.machine import pick_device
 from fastmnist.recipes import get_recipe
 from fastmnist.runner import Runner, envelope
 
@@ -75,11 +75,7 @@ def main() -> int:
         print(f"{name}, heaviest operators (share of self CPU time, last run): "
               + ", ".join(f"{op} {100 * share:.0f}%" for op, share in ops.items()))
     report = {**envelope("profile", device, recipes), "runs": rows, "summary": summary, "top_ops": top_ops}
-    print(describe(report["machine"]))
-    if args.out:
-        write_json(args.out, report)
-        print(f"wrote {args.out}")
-    return 0
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

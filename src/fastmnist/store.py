@@ -180,7 +180,8 @@ def run_jobs(store: JobStore, jobs: dict[str, tuple[dict, int]], run_job, on_sta
     try:
         return claim_and_run(store, jobs, run_job, on_start, on_result, on_wait)
     except (SQLAlchemyError, StorageInternalError) as exc:
-        raise StoreError(f"the store {redacted(store.url or '(in memory)')} stopped answering ({why(exc)}); the runs it holds are kept: run "
+        where = redacted(store.url) if store.url else "(in memory)"
+        raise StoreError(f"the store {where} stopped answering ({why(exc)}); the runs it holds are kept: run "
                          f"the same command again when it is back") from None
 
 
