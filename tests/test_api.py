@@ -97,3 +97,11 @@ def test_example_benches_from_the_command_line(real_mnist, tmp_path):
     proc = run_cli("bench", "stage14", f"{EXAMPLE}:residual", "--runs", "1", "--set", "train_fraction=0.03",
                    "--quiet", "--data-dir", real_mnist.source, env={"FASTMNIST_CACHE": str(tmp_path / "cache")})
     assert "residual[train_fraction=0.03]" in proc.stdout
+
+
+def test_python_sweep_returns_the_cli_report(small_mnist):
+    report = fastmnist.sweep("stage14[train_fraction=0.5]", {"lr": [0.02, 0.04]}, runs=2, mnist=small_mnist)
+    assert report["kind"] == "sweep" and report["best"]["lr"] in (0.02, 0.04)
+    [phase] = report["phases"]
+    assert [p["value"] for p in phase["points"]] == [0.02, 0.04] and all(p["runs"] == 2 for p in phase["points"])
+    assert report["runs_run_here"] == 4 and "p vs kept" in report.table()

@@ -25,6 +25,10 @@ ALIVE = (TrialState.RUNNING, TrialState.COMPLETE)
 POLL_SECONDS = 2.0  # how often a worker with nothing to claim looks for others' results
 CREATE_TRIES = 8  # workers started together race to create the schema; the losers retry
 
+# heartbeats outside Study.optimize are what this module is for: Optuna's notes about them are noise here
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
 
 def heartbeat_interval(stale_after: float) -> int:
     """Beat a few times within the grace period, at most every 10 s: cheap, and a dead worker shows soon."""
@@ -42,9 +46,6 @@ def open_study(url: str | None, name: str, stale_after: float = 60.0) -> optuna.
         return optuna.create_study(study_name=name, direction="maximize")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # heartbeats outside Study.optimize are what this module is for: Optuna's notes about it are noise here
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     for attempt in range(CREATE_TRIES):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
