@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one recipe, print test accuracy and time")
-    p.add_argument("--recipe", default="fastest", help="recipe name (see `fastmnist recipes`; default: fastest)")
+    p.add_argument("--recipe", default="fastest", help="recipe: a built-in name (see `fastmnist recipes`), "
+                   "NAME[key=value,...] or FILE.py:NAME (default: fastest)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="RNG seed, >= 0 (default: 0)")
     p.add_argument("--save", metavar="PATH", help="write the trained weights (safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -347,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("bench", help="run recipes interleaved over seeds 0..N-1 and compare")
-    p.add_argument("recipes", nargs="+", metavar="RECIPE")
+    p.add_argument("recipes", nargs="+", metavar="RECIPE",
+                   help="a built-in name (fastmnist recipes), fastest, NAME[key=value,...] or FILE.py:NAME")
     p.add_argument("--runs", type=positive_int, default=10, help="seeds per recipe (default: 10)")
     p.add_argument("--out", metavar="FILE.json", help="write every run and the summary as JSON")
     add_store_args(p, "default: none, everything runs in this process")
