@@ -142,9 +142,6 @@ class JobStore:
         """RUNNING trials whose heartbeat stopped belong to a worker that died (kill -9, power loss)."""
         optuna.storages.fail_stale_trials(self.study)
 
-    def results(self, keys: set[str]) -> dict[str, dict]:
-        return {t.user_attrs["job"]: t.user_attrs for t in self.finished() if t.user_attrs.get("job") in keys}
-
     def claim(self, key: str):
         """A trial that owns `key`, or None if another worker's trial has it."""
         trial = self.study.ask()
@@ -190,10 +187,12 @@ def claim_and_run(store: JobStore, jobs, run_job, on_start, on_result, on_wait) 
     keys, ran, waiting = set(jobs), 0, False
     while True:
         store.fail_stale()
-        done = store.results(keys)
+        alive = store.trials()  # one read of the store a turn: what is done, and what is taken
+        done = {t.user_attrs["job"]: t.user_attrs for t in alive
+                if t.state == TrialState.COMPLETE and t.user_attrs.get("job") in keys}
         if len(done) == len(keys):
             return done, ran
-        taken = {t.user_attrs.get("job") for t in store.trials()}
+        taken = {t.user_attrs.get("job") for t in alive}
         free = [k for k in jobs if k not in taken]
         if not free:
             if on_wait and not waiting:
