@@ -104,6 +104,8 @@ def test_corrupt_data_is_one_line(tmp_path):
     (["train", "--set", "lr=fast"], "expected a float"),
     (["train", "--set", "batch_size=0"], "out of range"),
     (["train", "--set", "optimizer=lion"], "choose from adadelta, adam, sgd"),
+    (["train", "--set", "whiten1=true", "--set", "conv1=23"], "whiten1 needs an even conv1"),
+    (["bench", "stage8[kernel1=7,stride1=2,kernel2=5]"], "too small for its 2x2 pool"),
     (["ladder", "--stages", "9-3", "--out", "unused"], "reversed"),
     (["ladder", "--stages", "0-99", "--out", "unused"], "stages are 0-"),
 ])

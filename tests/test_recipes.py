@@ -5,7 +5,7 @@ import torch
 
 from fastmnist.errors import FastMnistError
 from fastmnist.ladder import parse_stages
-from fastmnist.models import NETS, ConvNet, flops_per_image
+from fastmnist.models import NETS, ConvNet, NetSpec, check_net, flops_per_image, whitening_filters
 from fastmnist.recipes import (FASTEST, LADDER, RECIPES, derive, describe_changes, get_recipe, parse_param,
                                with_overrides)
 
@@ -87,10 +87,12 @@ def hand_counted_flops(spec) -> tuple[int, int]:
             "conv2": side2 ** 2 * spec.conv2 * spec.conv1 * spec.kernel2 ** 2,
             "fc1": spec.feature_size() * spec.fc, "fc2": spec.fc * 10}
     forward = 2 * sum(macs.values())
+    if spec.whiten1:  # conv1 is not learned: no gradient for its weights, nor for conv2's input
+        return 3 * forward - 4 * macs["conv1"] - 2 * macs["conv2"], forward
     return 3 * forward - 2 * macs["conv1"], forward
 
 
-@pytest.mark.parametrize("name", ["stage0", "stage2", "stage7", "stage8", "stage12", "stage14"])
+@pytest.mark.parametrize("name", ["stage0", "stage2", "stage7", "stage8", "stage12", "stage14", "stage16"])
 def test_pytorch_flop_count_agrees_with_the_hand_formula(name):
     assert flops_per_image(RECIPES[name].net) == hand_counted_flops(RECIPES[name].net)
 
@@ -142,3 +144,50 @@ def test_parse_stages():
                           ("", "expected e.g."), ("3,", "expected e.g.")):
         with pytest.raises(FastMnistError, match=fragment):
             parse_stages(bad)
+
+
+def smooth_images(count: int, seed: int = 0) -> torch.Tensor:
+    """Random images with correlated neighbouring pixels, as digits have: patches far from white."""
+    noise = torch.randn(count, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.avg_pool2d(noise, 3, stride=1, padding=1) * 4 + 0.5
+
+
+def test_whitening_filters_decorrelate_the_patches():
+    images = smooth_images(300)
+    filters = whitening_filters(images, pairs=8, kernel=5, stride=2)
+    assert filters.shape == (16, 1, 5, 5) and torch.equal(filters[8:], -filters[:8])
+    responses = torch.nn.functional.conv2d(images, filters[:8], stride=2).transpose(0, 1).reshape(8, -1)
+    covariance = torch.cov(responses)
+    assert torch.allclose(covariance, torch.eye(8), atol=0.02)  # unit variance, uncorrelated
+    raw = torch.nn.functional.conv2d(images, filters[:8] / filters[:8].flatten(1).norm(dim=1).view(8, 1, 1, 1),
+                                     stride=2).transpose(0, 1).reshape(8, -1).var(dim=1)
+    assert torch.all(raw[:-1] >= raw[1:])  # strongest direction first
+
+
+def test_whitened_first_layer_is_not_learned_and_has_no_batchnorm():
+    model = ConvNet(RECIPES["stage16"].net)
+    assert not model.conv1.weight.requires_grad and model.conv1.bias is None
+    assert isinstance(model.bn1, torch.nn.Identity) and isinstance(model.bn2, torch.nn.BatchNorm2d)
+    before = model.conv1.weight.clone()
+    model.init_from_data(smooth_images(50))
+    assert not torch.equal(model.conv1.weight, before) and not model.conv1.weight.requires_grad
+    model(smooth_images(4)).sum().backward()
+    assert model.conv1.weight.grad is None and model.conv2.weight.grad is not None
+
+
+def test_init_from_data_leaves_learned_first_layers_alone():
+    model = ConvNet(RECIPES["stage15"].net)
+    before = model.conv1.weight.clone()
+    model.init_from_data(smooth_images(50))
+    assert torch.equal(model.conv1.weight, before)
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    (NetSpec(whiten1=True, conv1=23, kernel1=5), "even conv1"),
+    (NetSpec(whiten1=True, conv1=60, kernel1=5), "30 whitening directions, and a 5x5 patch has 25"),
+    (NetSpec(kernel1=7, stride1=2, pool1=True, kernel2=5), "too small for its 2x2 pool"),
+])
+def test_impossible_networks_are_refused_before_any_run(spec, fragment):
+    assert spec.problems()
+    with pytest.raises(FastMnistError, match=fragment):
+        check_net(spec)

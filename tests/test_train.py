@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from fastmnist.machine import pick_device
+from fastmnist.models import INIT_IMAGES, NETS, whitening_filters
 from fastmnist.recipes import get_recipe
 from fastmnist.runner import Runner, benchmark
 from fastmnist.stats import paired_ratio, summarize, welch_p
-from fastmnist.trainer import TorchvisionStyleMnist, prepare, train_run
+from fastmnist.trainer import TorchvisionStyleMnist, normalise, prepare, train_run
 
 CPU = torch.device("cpu")
 
@@ -135,5 +136,21 @@ def test_bf16_falls_back_to_fp32_without_native_support(small_mnist):
 
 def test_fastest_recipe_learns_on_a_slice(small_mnist):
     recipe = get_recipe("fastest")
-    result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
-    assert result.accuracy > 75.0 and result.images_seen == 6000  # 12 steps; seeds 0-3 give 86-88% here
+    data = prepare(small_mnist, recipe, CPU)
+    result = train_run(recipe, data, seed=0)
+    assert result.accuracy > 75.0  # 11 steps; seeds 0-3 give 86-88% here
+    assert result.images_seen == int(6000 * recipe.train_fraction)
+    if recipe.net.whiten1:  # its first layer came from the data, inside the clock, and stayed as it was
+        expected = whitening_filters(data.train[0][:INIT_IMAGES], recipe.net.conv1 // 2, recipe.net.kernel1,
+                                     recipe.net.stride1)
+        assert torch.allclose(result.model.conv1.weight, expected)
+
+
+def test_whitening_works_on_the_per_sample_data_path(small_mnist):
+    recipe = quick("stage2", net=dataclasses.replace(NETS["B"], whiten1=True, conv1=18), early_stop=False,
+                   epochs=1)
+    data = prepare(small_mnist, recipe, CPU)
+    assert torch.allclose(data.first_train_images(5), normalise(small_mnist.train_images[:5], CPU, False))
+    result = train_run(recipe, data, seed=0)
+    assert result.accuracy > 80.0 and not result.diverged  # 94 steps of batch 64
+    assert not result.model.conv1.weight.requires_grad

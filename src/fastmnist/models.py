@@ -3,6 +3,10 @@
 Every network of the original study's ladder (nets A-D in docs/ladder.md) is a point in this family:
 conv1 (stride 1 or 2) -> [pool] -> ReLU -> conv2 -> pool -> [ReLU] -> [dropout2d] -> flatten -> fc -> ReLU
 -> [dropout] -> fc.
+
+A module may define `init_from_data(images)`: the trainer calls it once, right after creating the model and
+inside the clock, with the first training images (normalised, on the device). Ours uses it for a whitening
+first layer; a user's network may use it for any data-dependent initialisation.
 """
 
 from __future__ import annotations
@@ -33,6 +37,19 @@ class NetSpec:
     fc: int = 128
     dropout2: float = 0.5  # before the last linear layer (nets A, B)
     batchnorm: bool = False  # BatchNorm after each conv (beyond the original study)
+    whiten1: bool = False  # conv1 not learned: patch-whitening filters from the data, +/- pairs; no BN after it
+
+    def problems(self) -> list[str]:
+        """Why this spec cannot be built, one line each (field bounds are checked where values are parsed)."""
+        found = []
+        if self.sides()[1] < 2:
+            found.append(f"conv2's output would be {self.sides()[1]} pixels wide, too small for its 2x2 pool")
+        if self.whiten1 and self.conv1 % 2:
+            found.append(f"whiten1 needs an even conv1 (filters come in +/- pairs), not {self.conv1}")
+        if self.whiten1 and self.conv1 // 2 > self.kernel1 ** 2:
+            found.append(f"whiten1: conv1={self.conv1} asks for {self.conv1 // 2} whitening directions, and a "
+                         f"{self.kernel1}x{self.kernel1} patch has {self.kernel1 ** 2}")
+        return found
 
     def sides(self) -> tuple[int, int]:
         """Output side of conv1 and of conv2 (before their pools)."""
@@ -71,7 +88,25 @@ def net_name(spec) -> str:
             return name
     bn = "+BN" if spec.batchnorm else ""
     stride = f"s{spec.stride1}" if spec.stride1 != 1 else ""
-    return f"{spec.conv1}k{spec.kernel1}{stride}/{spec.conv2}k{spec.kernel2}/fc{spec.fc}{bn}"
+    whiten = "w" if spec.whiten1 else ""
+    return f"{spec.conv1}k{spec.kernel1}{stride}{whiten}/{spec.conv2}k{spec.kernel2}/fc{spec.fc}{bn}"
+
+
+INIT_IMAGES = 1000  # training images given to `init_from_data`: 144k patches for a 5x5, stride-2 whitening
+WHITENING_EPS = 5e-4  # added to each eigenvalue: keeps the faintest directions from being blown up
+
+
+def whitening_filters(images: torch.Tensor, pairs: int, kernel: int, stride: int) -> torch.Tensor:
+    """The `pairs` strongest eigenvectors of the patches' covariance, each scaled to unit output variance,
+    then the same filters negated (airbench's `init_whitening_conv`): after a ReLU the pair keeps both signs.
+    The 25x25 eigen-decomposition runs on the CPU in float64, whatever the device."""
+    patches = F.unfold(images.float().contiguous(), kernel, stride=stride).transpose(1, 2).reshape(-1, kernel ** 2)
+    mean = patches.mean(0)
+    covariance = (patches.T @ patches / len(patches) - torch.outer(mean, mean)).double().cpu()
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+    strongest = eigenvectors[:, -pairs:].flip(1) / torch.sqrt(eigenvalues[-pairs:].flip(0) + WHITENING_EPS)
+    filters = strongest.T.reshape(pairs, 1, kernel, kernel).float().to(images.device)
+    return torch.cat([filters, -filters])
 
 
 class ConvNet(nn.Module):
@@ -79,14 +114,22 @@ class ConvNet(nn.Module):
         super().__init__()
         self.spec = spec
         bias = not spec.batchnorm  # BatchNorm's shift makes a conv bias redundant
-        self.conv1 = nn.Conv2d(1, spec.conv1, spec.kernel1, stride=spec.stride1, bias=bias)
-        self.bn1 = nn.BatchNorm2d(spec.conv1) if spec.batchnorm else nn.Identity()
+        self.conv1 = nn.Conv2d(1, spec.conv1, spec.kernel1, stride=spec.stride1, bias=bias and not spec.whiten1)
+        if spec.whiten1:  # nothing before conv2 is learned, so autograd skips the first block's backward
+            self.conv1.weight.requires_grad_(False)
+        self.bn1 = nn.BatchNorm2d(spec.conv1) if spec.batchnorm and not spec.whiten1 else nn.Identity()
         self.conv2 = nn.Conv2d(spec.conv1, spec.conv2, spec.kernel2, bias=bias)
         self.bn2 = nn.BatchNorm2d(spec.conv2) if spec.batchnorm else nn.Identity()
         self.dropout1 = nn.Dropout2d(spec.dropout1) if spec.dropout1 else nn.Identity()
         self.fc1 = nn.Linear(spec.feature_size(), spec.fc)
         self.dropout2 = nn.Dropout(spec.dropout2) if spec.dropout2 else nn.Identity()
         self.fc2 = nn.Linear(spec.fc, 10)
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        if self.spec.whiten1:
+            with torch.no_grad():
+                self.conv1.weight.copy_(whitening_filters(images, self.spec.conv1 // 2,
+                                                          self.spec.kernel1, self.spec.stride1))
 
     def block(self, x, conv, bn, pool, relu=True):
         x = conv(x)
@@ -115,6 +158,8 @@ def build_net(net: NetSpec | NetFactory) -> nn.Module:
 def check_net(net: NetSpec | NetFactory) -> None:
     """Refuse, before any timed run, a factory that fails or makes something that cannot classify MNIST."""
     if isinstance(net, NetSpec):
+        if net.problems():
+            raise FastMnistError(f"network {net_name(net)}: {net.problems()[0]}")
         return
     name = net_name(net)
     try:

@@ -130,7 +130,11 @@ def build_ladder() -> list[Recipe]:
     s14 = derive(s13, "stage14", "conv2 32 -> 16 channels: conv2 was 3/4 of the work", conv2=16)
     s15 = derive(s14, "stage15", "bf16 autocast where the CPU multiplies bf16 natively (AMX, AVX512-BF16); "
                  "elsewhere it runs as stage 14, in fp32", precision="bf16")
-    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15]
+    s16 = derive(s15, "stage16", "conv1 not learned: 24 patch-whitening filters (12 eigenvectors of the 5x5 "
+                 "patches, +/-) from 1000 training images, no BN after it; the first block needs no backward",
+                 whiten1=True, conv1=24)
+    s17 = derive(s16, "stage17", "train on 90% of the images: one pass over 54k", train_fraction=0.9)
+    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17]
 
 
 LADDER = build_ladder()  # in order: each stage's parent is the one before it

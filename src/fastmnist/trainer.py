@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from fastmnist.data import MEAN, STD, Mnist
 from fastmnist.errors import FastMnistError
 from fastmnist.machine import cpu_threads, native_bf16, sync
-from fastmnist.models import NetSpec, build_net
+from fastmnist.models import INIT_IMAGES, NetSpec, build_net
 from fastmnist.recipes import Recipe
 
 COLLAPSED_BELOW = 20.0  # % test accuracy: twice chance; a finished run below it has diverged, NaN or not
@@ -59,6 +59,12 @@ class PreparedData:
     train: tuple  # (images, labels) tensors, or a Dataset
     test: tuple
     seconds: float  # preparation time, reported beside the timed figure
+
+    def first_train_images(self, n: int) -> torch.Tensor:
+        """The first n training images as one normalised tensor: what `init_from_data` is given."""
+        if isinstance(self.train, Dataset):
+            return torch.stack([self.train[i][0] for i in range(min(n, len(self.train)))]).to(self.device)
+        return self.train[0][:n]
 
     @property
     def test_size(self) -> int:
@@ -216,11 +222,13 @@ def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_ep
     start = time.perf_counter()
 
     model = build_net(recipe.net).to(device)
+    if hasattr(model, "init_from_data"):  # data-dependent initialisation is part of creating the model
+        model.init_from_data(data.first_train_images(INIT_IMAGES))
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if recipe.compile else model
     epoch_batches, steps_per_epoch = train_batches(data, recipe, seed, warmup)
-    optimizer = make_optimizer(recipe, model.parameters())
+    optimizer = make_optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
     scheduler, per_batch = make_schedule(recipe, optimizer, steps_per_epoch)
     loss_sum = torch.zeros((), device=device)
     epoch_accuracies, images_seen, diverged = [], 0, False
