@@ -134,7 +134,9 @@ def build_ladder() -> list[Recipe]:
                  "patches, +/-) from 1000 training images, no BN after it; the first block needs no backward",
                  whiten1=True, conv1=24)
     s17 = derive(s16, "stage17", "train on 90% of the images: one pass over 54k", train_fraction=0.9)
-    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17]
+    s18 = derive(s17, "stage18", "80% of the images in batches of 448, lr 0.0175: as many steps, each one smaller",
+                 train_fraction=0.8, batch_size=448, lr=0.0175)
+    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18]
 
 
 LADDER = build_ladder()  # in order: each stage's parent is the one before it
