@@ -13,6 +13,7 @@ from fastmnist.cli import main as cli_main
 from fastmnist.errors import FastMnistError
 from fastmnist.models import NETS, flops_per_image
 from fastmnist.recipes import get_recipe
+from fastmnist.trainer import prepare
 from tests.test_cli import assert_one_line_error, fastmnist as run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,32 @@ def test_user_file_recipe_with_its_own_network(small_mnist, tmp_path):
     assert info["recipe"] == "residual" and type(model).__name__ == "ResidualNet"
     x = torch.zeros(3, 1, 28, 28)
     assert torch.allclose(model(x), result.model.eval().cpu().float()(x.contiguous()), atol=1e-5)
+
+
+class MeanImageNet(torch.nn.Module):
+    """A user's network with a data-dependent initialisation: its bias starts at the mean training image."""
+    def __init__(self):
+        super().__init__()
+        self.mean_image = torch.nn.Parameter(torch.zeros(1, 1, 28, 28), requires_grad=False)
+        self.linear = torch.nn.Linear(28 * 28, 10)
+        self.seen = None
+
+    def init_from_data(self, images):
+        self.seen = tuple(images.shape)
+        self.mean_image.copy_(images.mean(0, keepdim=True))
+
+    def forward(self, x):
+        return self.linear((x - self.mean_image).flatten(1))
+
+
+def test_a_user_network_gets_init_from_data_inside_the_run(small_mnist):
+    recipe = fastmnist.derive(fastmnist.recipe("stage14"), "mean-image", "a linear model", net=MeanImageNet,
+                              train_fraction=0.5)
+    result = fastmnist.train(recipe, seed=0, mnist=small_mnist, warmup=False)
+    assert result.model.seen == (1000, 1, 28, 28)
+    first_images = prepare(small_mnist, recipe, torch.device("cpu")).train[0][:1000]
+    assert torch.allclose(result.model.mean_image, first_images.mean(0, keepdim=True), atol=1e-6)
+    assert not result.diverged and result.accuracy > 50.0
 
 
 def test_flops_are_counted_by_pytorch_for_any_network():

@@ -99,7 +99,7 @@ WHITENING_EPS = 5e-4  # added to each eigenvalue: keeps the faintest directions 
 def whitening_filters(images: torch.Tensor, pairs: int, kernel: int, stride: int) -> torch.Tensor:
     """The `pairs` strongest eigenvectors of the patches' covariance, each scaled to unit output variance,
     then the same filters negated (airbench's `init_whitening_conv`): after a ReLU the pair keeps both signs.
-    The 25x25 eigen-decomposition runs on the CPU in float64, whatever the device."""
+    The eigen-decomposition (kernel^2 square: 25x25 for 5x5) runs on the CPU in float64, whatever the device."""
     patches = F.unfold(images.float().contiguous(), kernel, stride=stride).transpose(1, 2).reshape(-1, kernel ** 2)
     mean = patches.mean(0)
     covariance = (patches.T @ patches / len(patches) - torch.outer(mean, mean)).double().cpu()
@@ -126,6 +126,7 @@ class ConvNet(nn.Module):
         self.fc2 = nn.Linear(spec.fc, 10)
 
     def init_from_data(self, images: torch.Tensor) -> None:
+        """A whitened conv1 depends on the data, so it is computed per run, inside the clock."""
         if self.spec.whiten1:
             with torch.no_grad():
                 self.conv1.weight.copy_(whitening_filters(images, self.spec.conv1 // 2,
