@@ -28,7 +28,8 @@ def test_ladder_runs_merges_and_reports(small_mnist, tmp_path):
     stage = stored["stages"]["stage8"]
     assert stage["provenance"]["fastmnist_version"] and stage["machine"]["vector_isa"]
     assert stage["recipe"]["name"] == "stage8" and stage["summary"]["target"] == 99.0
-    assert Image.open(png).size[0] > 300
+    with Image.open(png) as picture:
+        assert picture.size[0] > 300
 
 
 def test_changed_definition_is_flagged_stale(small_mnist, tmp_path):

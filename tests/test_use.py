@@ -43,7 +43,8 @@ def test_error_grid(trained, small_mnist, tmp_path):
     report = evaluate_model(model, small_mnist)
     count = error_grid(small_mnist.test_images, small_mnist.test_labels, report["predicted"], tmp_path / "errors.png")
     assert count == int((report["predicted"] != small_mnist.test_labels).sum()) > 0
-    assert Image.open(tmp_path / "errors.png").size[0] > 100
+    with Image.open(tmp_path / "errors.png") as picture:
+        assert picture.size[0] > 100
 
 
 def render(digit: np.ndarray, size, shift=(0, 0), invert=False) -> Image.Image:
