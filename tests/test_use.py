@@ -38,6 +38,16 @@ def test_save_load_evaluate_matches_training(trained, small_mnist):
     assert len(report["per_class"]) == 10 and all(0 <= a <= 100 for a in report["per_class"])
 
 
+def test_a_whitened_model_keeps_its_filters_through_save_and_load(small_mnist, tmp_path):
+    recipe = get_recipe("stage16")
+    result = train_run(recipe, prepare(small_mnist, recipe, torch.device("cpu")), seed=0)
+    save_model(tmp_path / "w.safetensors", result.model, {"recipe": recipe.name})
+    model, _ = load_model(tmp_path / "w.safetensors")
+    assert torch.equal(model.conv1.weight, result.model.conv1.weight) and not model.conv1.weight.requires_grad
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.allclose(model(x), result.model.eval().float()(x.contiguous()), atol=1e-5)
+
+
 def test_error_grid(trained, small_mnist, tmp_path):
     model, _ = load_model(trained[0])
     report = evaluate_model(model, small_mnist)
