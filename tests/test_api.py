@@ -33,7 +33,7 @@ def test_the_readme_python_example_runs(real_mnist, monkeypatch, capsys):
     result, report = namespace["result"], namespace["report"]
     assert 90.0 < result.accuracy <= 100.0 and result.seconds > 0
     assert isinstance(result.model, torch.nn.Module)
-    assert [row["recipe"] for row in report["summary"]] == ["stage14", "stage14-lr03"]
+    assert [row["recipe"] for row in report["summary"]] == [fastmnist.recipe("fastest").name, "fastest-lr02"]
     assert "ratio" in capsys.readouterr().out  # it printed the table
 
 

@@ -122,10 +122,10 @@ def test_argparse_errors_exit_2():
 
 def test_ladder_command_writes_table_json_and_picture(data_env, tmp_path):
     out = tmp_path / "ladder"
-    proc = fastmnist("ladder", "--stages", "13-14", "--runs", "1", "--out", str(out), "--quiet", env=data_env)
-    assert "| stage14 | net 16k5s2/32k3/fc128+BN -> 16k5s2/16k3/fc128+BN" in proc.stdout
+    proc = fastmnist("ladder", "--stages", "17-18", "--runs", "1", "--out", str(out), "--quiet", env=data_env)
+    assert "| stage18 | batch_size 512 -> 448; lr 0.02 -> 0.0175; train_fraction 0.9 -> 0.8 |" in proc.stdout
     stored = json.loads((out / "ladder.json").read_text())
-    assert list(stored["stages"]) == ["stage13", "stage14"]
+    assert list(stored["stages"]) == ["stage17", "stage18"]
     assert (out / "ladder.png").stat().st_size > 10000 and (out / "ladder.md").is_file()
 
 
