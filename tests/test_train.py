@@ -150,7 +150,9 @@ def test_whitening_works_on_the_per_sample_data_path(small_mnist):
     recipe = quick("stage2", net=dataclasses.replace(NETS["B"], whiten1=True, conv1=18), early_stop=False,
                    epochs=1)
     data = prepare(small_mnist, recipe, CPU)
-    assert torch.allclose(data.first_train_images(5), normalise(small_mnist.train_images[:5], CPU, False))
+    first = data.first_train_images(5)
+    assert torch.allclose(first, normalise(small_mnist.train_images[:5], CPU, False))
+    assert torch.allclose(first, torch.stack([data.train[i][0] for i in range(5)]), atol=1e-6)  # as trained on
     result = train_run(recipe, data, seed=0)
     assert result.accuracy > 80.0 and not result.diverged  # 94 steps of batch 64
     assert not result.model.conv1.weight.requires_grad

@@ -159,8 +159,9 @@ def build_net(net: NetSpec | NetFactory) -> nn.Module:
 def check_net(net: NetSpec | NetFactory) -> None:
     """Refuse, before any timed run, a factory that fails or makes something that cannot classify MNIST."""
     if isinstance(net, NetSpec):
-        if net.problems():
-            raise FastMnistError(f"network {net_name(net)}: {net.problems()[0]}")
+        problems = net.problems()
+        if problems:
+            raise FastMnistError(f"network {net_name(net)}: {problems[0]}")
         return
     name = net_name(net)
     try:
