@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fastmnist.data import MEAN, STD, load_mnist
 from fastmnist.runner import envelope
-from fastmnist.trainer import TorchvisionStyleMnist
+from fastmnist.layout import TorchvisionStyleMnist
 
 
 class NumpyStyle(Dataset):

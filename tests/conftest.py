@@ -63,10 +63,15 @@ def missing_mnist_reason() -> str | None:
 
 def pytest_report_header(config):
     """One loud line at the top when the training tests cannot run, so a green run is not mistaken."""
+    import torch
+
     why = missing_mnist_reason()
+    cuda = (f"CUDA: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else
+            "*** NO CUDA: the CUDA tests (tests/test_engine.py) SKIP; benchmarks/gpu.sh runs them on a GPU machine")
     if why is None:
-        return f"MNIST: {find_real_mnist().source}"
-    return f"*** MNIST MISSING: the tests that train will {'FAIL (CI)' if os.environ.get('CI') else 'SKIP'}: {why}"
+        return [f"MNIST: {find_real_mnist().source}", cuda]
+    return [f"*** MNIST MISSING: the tests that train will {'FAIL (CI)' if os.environ.get('CI') else 'SKIP'}: {why}",
+            cuda]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from fastmnist.cli import main as cli_main
 from fastmnist.errors import FastMnistError
 from fastmnist.models import NETS, flops_per_image
 from fastmnist.recipes import get_recipe
-from fastmnist.trainer import prepare
+from fastmnist.layout import prepare
 from tests.test_cli import assert_one_line_error, fastmnist as run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_a_user_network_gets_init_from_data_inside_the_run(small_mnist):
     result = fastmnist.train(recipe, seed=0, mnist=small_mnist, warmup=False)
     assert result.model.seen == (1000, 1, 28, 28)
     first_images = prepare(small_mnist, recipe, torch.device("cpu")).train[0][:1000]
-    assert torch.allclose(result.model.mean_image, first_images.mean(0, keepdim=True), atol=1e-6)
+    assert torch.allclose(result.model.mean_image.cpu(), first_images.mean(0, keepdim=True), atol=1e-6)
     assert not result.diverged and result.accuracy > 50.0
 
 

@@ -13,7 +13,8 @@ from fastmnist.errors import FastMnistError
 from fastmnist.models import NETS
 from fastmnist.recipes import get_recipe
 from fastmnist.report import error_grid
-from fastmnist.trainer import prepare, train_run
+from fastmnist.layout import prepare
+from fastmnist.trainer import train_run
 from fastmnist.use import evaluate_model, export_onnx, predict_files, to_mnist_format
 from tests.test_cli import fastmnist
 

@@ -111,10 +111,11 @@ def cmd_train(args) -> int:
     else:
         flag = "  DIVERGED (NaN/inf in the loss, weights or outputs, or ended at chance)" if result.diverged else ""
         print(f"{recipe.name}: test accuracy {result.accuracy:.2f}% after {result.epochs} epoch(s) in "
-              f"{result.seconds:.2f} s ({describe(info)}, {result.precision}){flag}")
+              f"{result.seconds:.2f} s ({describe(info)}, {result.precision}, {result.engine}){flag}")
+        capture = f", capture {excluded['capture']:.2f} s" if result.engine == "cuda-graph" else ""
         print(f"timed: model creation + training + test evaluation; not timed: data load "
               f"{excluded['data_load']:.2f} s, preparation {excluded['prepare']:.2f} s, "
-              f"warm-up {excluded['warmup']:.2f} s")
+              f"warm-up {excluded['warmup']:.2f} s{capture}")
     if result.diverged:
         if args.save:
             stderr(f"fastmnist: error: not saving {args.save}: the run diverged")

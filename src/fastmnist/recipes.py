@@ -42,6 +42,7 @@ class Recipe:
     precision: str = "fp32"  # fp32 | bf16 (autocast; falls back to fp32 where the CPU lacks bf16)
     threads: int = 0  # CPU threads for this recipe's runs, set before the clock starts (0: the process's)
     compile: bool = False  # torch.compile the model (compile time is warm-up, reported, not timed)
+    engine: str = "eager"  # eager | graph: one epoch of steps captured once, replayed per run (CUDA; engine.py)
     parent: str | None = None
     changes: tuple[str, ...] = field(default=(), compare=False)  # the field names changed from the parent
 
@@ -51,6 +52,7 @@ PARAM_CHOICES = {
     "optimizer": ("adadelta", "adam", "sgd"),
     "schedule": ("step", "onecycle"),
     "precision": ("fp32", "bf16"),
+    "engine": ("eager", "graph"),
 }
 NET_FIELDS = {f.name for f in dataclasses.fields(NetSpec)}
 BOOKKEEPING = {"name", "summary", "parent", "changes"}
@@ -136,7 +138,9 @@ def build_ladder() -> list[Recipe]:
     s17 = derive(s16, "stage17", "train on 90% of the images: one pass over 54k", train_fraction=0.9)
     s18 = derive(s17, "stage18", "80% of the images in batches of 448, lr 0.0175: as many steps, each one smaller",
                  train_fraction=0.8, batch_size=448, lr=0.0175)
-    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18]
+    s19 = derive(s18, "stage19", "one epoch of steps captured as a CUDA graph once, replayed per run (CUDA; on a "
+                 "CPU the same step runs eagerly, as stage 18)", engine="graph")
+    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18, s19]
 
 
 LADDER = build_ladder()  # in order: each stage's parent is the one before it

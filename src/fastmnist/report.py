@@ -55,7 +55,9 @@ def bench_table(report: dict) -> str:
     else:
         lines.append(machine_line(report["machine"]))
         lines.append(f"timed: {t['includes']}; not timed: {t['excludes']} "
-                     f"(load {t['data_load_seconds']:.2f}s, warm-up {sum(t['warmup_seconds'].values()):.2f}s)")
+                     f"(load {t['data_load_seconds']:.2f}s, warm-up {sum(t['warmup_seconds'].values()):.2f}s"
+                     + (f", capture {captured:.2f}s" if (captured := sum(t.get("capture_seconds", {}).values())) else "")
+                     + ")")
     lines.append("ratio: median over seeds of (recipe time / first recipe time), each pair run back to back "
                  "on one machine")
     return "\n".join(lines)

@@ -22,10 +22,13 @@ from fastmnist.machine import machine_info, matmul_gflops, provenance
 from fastmnist.models import NetSpec, check_net, flops_per_image
 from fastmnist.recipes import Recipe
 from fastmnist.stats import paired_ratio, summarize
-from fastmnist.trainer import PreparedData, RunResult, effective_precision, prepare, preparation_key, train_run
+from fastmnist.engine import effective_precision, make_engine
+from fastmnist.layout import PreparedData, prepare, preparation_key
+from fastmnist.trainer import RunResult, train_run
 
 TIMED = "model creation, training, test evaluation (as each recipe says)"
-NOT_TIMED = "data loading/verification, preparation into tensors, one short warm-up run per recipe"
+NOT_TIMED = ("data loading/verification, preparation into tensors, one short warm-up run per recipe (and, for "
+             "engine=graph on CUDA, the capture of an epoch)")
 
 
 class Runner:
@@ -34,6 +37,8 @@ class Runner:
     def __init__(self, mnist: Mnist, device: torch.device, warmup: bool = True, on_epoch=None):
         self.mnist, self.device, self.warmup, self.on_epoch = mnist, device, warmup, on_epoch
         self.prepared: dict[tuple, PreparedData] = {}
+        self.engines: dict[str, object] = {}
+        self.captures: dict[str, float] = {}
         self.warmups: dict[str, float] = {}
 
     def data(self, recipe: Recipe) -> PreparedData:
@@ -42,20 +47,28 @@ class Runner:
             self.prepared[key] = prepare(self.mnist, recipe, self.device)
         return self.prepared[key]
 
+    def engine(self, recipe: Recipe):
+        """The recipe's engine, made and prepared (a CUDA graph captured) once, untimed."""
+        if recipe.name not in self.engines:
+            check_net(recipe.net)
+            engine = make_engine(recipe, self.data(recipe))
+            self.captures[recipe.name] = engine.prepare()
+            self.engines[recipe.name] = engine
+        return self.engines[recipe.name]
+
     def warm(self, recipe: Recipe) -> float:
         """A short untimed run (loads kernels, fills allocator caches, compiles), once per recipe."""
         if recipe.name not in self.warmups:
-            check_net(recipe.net)
+            engine = self.engine(recipe)
             start = time.perf_counter()
             if self.warmup:
-                train_run(recipe, self.data(recipe), seed=0, warmup=True)
+                train_run(recipe, self.data(recipe), seed=0, warmup=True, engine=engine)
             self.warmups[recipe.name] = time.perf_counter() - start if self.warmup else 0.0
         return self.warmups[recipe.name]
 
     def run(self, recipe: Recipe, seed: int) -> RunResult:
-        data = self.data(recipe)
         self.warm(recipe)
-        return train_run(recipe, data, seed, on_epoch=self.on_epoch)
+        return train_run(recipe, self.data(recipe), seed, on_epoch=self.on_epoch, engine=self.engine(recipe))
 
     def run_interleaved(self, recipes: list[Recipe], seeds, progress: bool = False,
                         on_run=None) -> dict[str, list[RunResult]]:
@@ -80,7 +93,7 @@ class Runner:
 
     def excluded_seconds(self, recipe: Recipe) -> dict:
         return {"data_load": self.mnist.load_seconds, "prepare": self.data(recipe).seconds,
-                "warmup": self.warm(recipe)}
+                "warmup": self.warm(recipe), "capture": self.captures[recipe.name]}
 
 
 def run_flops(recipe: Recipe, run: RunResult) -> float:
@@ -158,7 +171,8 @@ def benchmark(recipes: list[Recipe], runs: int, mnist: Mnist, device: torch.devi
     return bench_report(recipes, results, device, {
         "data_load_seconds": mnist.load_seconds,
         "prepare_seconds": {r.name: runner.data(r).seconds for r in recipes},
-        "warmup_seconds": {r.name: runner.warm(r) for r in recipes}})
+        "warmup_seconds": {r.name: runner.warm(r) for r in recipes},
+        "capture_seconds": {r.name: runner.captures[r.name] for r in recipes}})
 
 
 def bench_study_name(recipes: list[Recipe]) -> str:

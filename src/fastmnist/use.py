@@ -9,19 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastmnist.data import MEAN, STD, Mnist
+from fastmnist.data import Mnist
 from fastmnist.errors import FastMnistError
-
-
-def normalised(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, 28, 28) images as the network saw them in training: N x 1 x 28 x 28, normalised."""
-    return torch.from_numpy(images).unsqueeze(1).float().div(255).sub(MEAN).div(STD)
+from fastmnist.layout import normalise
 
 
 def log_probabilities(model: torch.nn.Module, images: np.ndarray, batch: int = 2000) -> torch.Tensor:
     """The model's log-probabilities (N x 10) for uint8 images (log_softmax leaves our nets' outputs as
     they are, and turns a user network's logits into log-probabilities)."""
-    x = normalised(images)
+    x = normalise(images)
     with torch.no_grad():
         return torch.cat([model(x[i:i + batch]).log_softmax(1) for i in range(0, len(x), batch)])
 
@@ -116,7 +112,7 @@ def export_onnx(model: torch.nn.Module, mnist: Mnist) -> tuple[bytes, dict]:
                       output_names=["log_probs"], dynamic_axes={"image": {0: "batch"}, "log_probs": {0: "batch"}},
                       dynamo=False)
     session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    theirs = session.run(None, {"image": normalised(mnist.test_images).numpy()})[0]
+    theirs = session.run(None, {"image": normalise(mnist.test_images).numpy()})[0]
     ours = log_probabilities(model, mnist.test_images).numpy()
     return buffer.getvalue(), {"max_abs_diff": float(np.abs(theirs - ours).max()),
                                "same_predictions": int((theirs.argmax(1) == ours.argmax(1)).sum()),

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The GPU measurements in one command, for a fresh GPU machine with PyTorch (CUDA) installed and no network
+# (see ../shared/gpu/README.md). Before sending the checkout there, bring the wheels and MNIST along in the
+# ignored folder .gpu/ and carry it:
+#
+#     mkdir -p .gpu && cp -r ../shared/gpu/wheels ../shared/mnist .gpu/
+#     bash benchmarks/gpu.sh            # on the GPU machine, from the project's root; about 3-4 minutes
+#
+# It installs fastmnist and the packages the machine lacks from .gpu/wheels (no index), runs the CUDA tests,
+# the bar of the graph engine (`bench stage14 fastest --runs 25 --device cuda`), stage 18 against stage 19,
+# and the ladder 3-19 with 3 runs a stage, and writes everything to results/gpu/ (JSON with the machine,
+# the commit and the command line, and the test log).
+#
+# Checked on a CPU, without installing and on fewer runs:
+#     SKIP_INSTALL=1 DEVICE=cpu RUNS=2 LADDER_STAGES=18-19 LADDER_RUNS=1 OUT=/tmp/gpu-check bash benchmarks/gpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BRING=${BRING:-.gpu}
+DEVICE=${DEVICE:-cuda}
+RUNS=${RUNS:-25}
+LADDER_STAGES=${LADDER_STAGES:-3-19}
+LADDER_RUNS=${LADDER_RUNS:-3}
+OUT=${OUT:-results/gpu}
+PYTHON=${PYTHON:-python3}
+
+for needed in "$BRING/mnist" "$BRING/wheels"; do
+    [ -d "$needed" ] || { echo "gpu.sh: $needed is missing: mkdir -p .gpu && cp -r ../shared/gpu/wheels ../shared/mnist .gpu/ (then carry .gpu)" >&2; exit 2; }
+done
+if [ -z "${SKIP_INSTALL:-}" ]; then
+    site=$(mktemp -d)
+    "$PYTHON" -m pip install -q --no-index --no-deps --target "$site" "$BRING"/wheels/*.whl
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation .
+fi
+export FASTMNIST_DATA="$PWD/$BRING/mnist"
+export FASTMNIST_CACHE="$(mktemp -d)"
+mkdir -p "$OUT"
+fastmnist() { "$PYTHON" -m fastmnist.cli "$@"; }
+
+"$PYTHON" - <<'PY'
+import torch
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, device:",
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
+PY
+# the CUDA tests (they skip, saying so, where no GPU is seen), then the two that failed on CUDA before
+"$PYTHON" -m pytest -q -rs tests/test_engine.py \
+    "tests/test_cli.py::test_train_json_small_budget" \
+    "tests/test_api.py::test_a_user_network_gets_init_from_data_inside_the_run" 2>&1 | tee "$OUT/tests.txt"
+fastmnist bench stage14 fastest --runs "$RUNS" --device "$DEVICE" --offline --quiet \
+    --out "$OUT/bench-stage14-vs-fastest-$RUNS.json"
+fastmnist bench stage18 stage19 --runs "$RUNS" --device "$DEVICE" --offline --quiet \
+    --out "$OUT/bench-stage18-vs-stage19-$RUNS.json"
+fastmnist ladder --stages "$LADDER_STAGES" --runs "$LADDER_RUNS" --device "$DEVICE" --offline --quiet \
+    --out "$OUT/ladder" > /dev/null
+cat "$OUT/ladder/ladder.md"
+echo "wrote $OUT"

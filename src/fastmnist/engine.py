@@ -1,0 +1,273 @@
+"""The training step as one unit, and the engines that run it.
+
+`TrainStep` is forward, loss, backward, optimizer update and the next learning rate, chosen and built once
+per model. The learning rates of the whole run are a table on the model's device, indexed by a step counter
+that lives there too, and on CUDA Adam keeps its state and reads its learning rate there (capturable), so a
+step asks nothing of the CPU. A table rather than a scheduler with a tensor learning rate because PyTorch's
+schedulers compute each value in Python and write it into the optimizer after every step, which a captured
+graph cannot replay; the table is filled by those same schedulers (OneCycleLR, StepLR), so the values are
+the ones the eager loop always used.
+
+The recipe's `engine` picks how steps run:
+- `eager`: every run creates its model and its step, and Python calls the step for each batch.
+- `graph`: on CUDA, the model and step are built and one whole epoch of steps is captured as a CUDA graph
+  once per recipe, before any clock starts (reported as `capture`). Each run then resets the captured model
+  to exactly what a new model with its seed would be (default init, `init_from_data`, fresh optimizer
+  state, inside the clock) and replays the epoch; evaluation and early stop run between replays. On a CPU
+  there is nothing to capture: the same step runs eagerly (a compiled step was measured slower here, see the
+  README), and every record says which engine ran.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.profiler import record_function
+
+from fastmnist.errors import FastMnistError
+from fastmnist.layout import PreparedData, memory_batches, train_batches
+from fastmnist.machine import native_bf16
+from fastmnist.models import INIT_IMAGES, NetSpec, build_net, net_name
+from fastmnist.recipes import Recipe
+
+GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture: cuDNN/cuBLAS set-up, grads, Adam state
+
+
+def effective_precision(recipe: Recipe, device: torch.device) -> str:
+    """bf16 only where the hardware multiplies it natively; elsewhere fp32, recorded as such."""
+    return "bf16" if recipe.precision == "bf16" and native_bf16(device) else "fp32"
+
+
+def engine_used(recipe: Recipe, device: torch.device) -> str:
+    """What actually runs the steps: `cuda-graph` for engine=graph on CUDA, else `eager`."""
+    return "cuda-graph" if recipe.engine == "graph" and device.type == "cuda" else "eager"
+
+
+@functools.lru_cache(maxsize=64)
+def learning_rates(schedule: str, lr: float, pct_start: float, gamma: float, epochs: int,
+                   steps_per_epoch: int) -> tuple[float, ...]:
+    """The learning rate of every step of a run, plus the value after the last step, computed by PyTorch's
+    own scheduler on a throwaway optimizer: OneCycleLR stepped every batch, or StepLR every epoch."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    total = epochs * steps_per_epoch
+    if schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, pct_start=pct_start,
+                                                        total_steps=total, cycle_momentum=False)
+    elif schedule == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=gamma)
+    else:
+        raise FastMnistError(f"unknown schedule {schedule!r}")
+    rates = [optimizer.param_groups[0]["lr"]]  # OneCycleLR starts at max_lr / 25
+    for step in range(total):
+        if schedule == "onecycle" or (step + 1) % steps_per_epoch == 0:
+            optimizer.step()  # no gradients: nothing moves, but the scheduler sees the order it expects
+            scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return tuple(rates)
+
+
+def make_optimizer(recipe: Recipe, params, lr: torch.Tensor, capturable: bool) -> torch.optim.Optimizer:
+    fused = {"fused": True} if recipe.fused_optimizer else {}
+    if recipe.optimizer == "adadelta":
+        if fused:
+            raise FastMnistError("fused_optimizer: PyTorch has no fused Adadelta; use adam or sgd")
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(recipe.beta1, recipe.beta2), weight_decay=recipe.weight_decay,
+                                capturable=capturable, **fused)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, nesterov=True,
+                               weight_decay=recipe.weight_decay, **fused)
+    raise FastMnistError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def make_loss(recipe: Recipe) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Chosen once: our nets end in log_softmax, as the original's, so NLL; a user's net may give logits,
+    and label smoothing needs the cross-entropy form, so those get cross-entropy (log_softmax of
+    log-probabilities changes nothing)."""
+    if recipe.label_smoothing or not isinstance(recipe.net, NetSpec):
+        return functools.partial(F.cross_entropy, label_smoothing=recipe.label_smoothing)
+    return F.nll_loss
+
+
+class TrainStep:
+    """One optimisation step: forward (under autocast where the recipe trains in bf16), loss, backward,
+    optimizer update, then the next step's learning rate from the table. Losses are summed on the device,
+    read once an epoch for the divergence check."""
+
+    def __init__(self, model: nn.Module, forward: Callable, recipe: Recipe, steps_per_epoch: int,
+                 device: torch.device, capturable: bool = False):
+        self.model, self.forward, self.loss = model, forward, make_loss(recipe)
+        # CPU: float64 gives exactly the learning rates the Python floats of the eager loop gave; CUDA: fp32
+        dtype = torch.float64 if device.type == "cpu" else torch.float32
+        table = learning_rates(recipe.schedule, recipe.lr, recipe.pct_start, recipe.gamma, recipe.epochs,
+                               steps_per_epoch)
+        self.rates = torch.tensor(table, dtype=dtype, device=device)
+        self.index = torch.zeros(1, dtype=torch.long, device=device)
+        self.lr = self.rates[0].clone()
+        self.optimizer = make_optimizer(recipe, [p for p in model.parameters() if p.requires_grad], self.lr,
+                                        capturable)
+        self.loss_sum = torch.zeros((), device=device)
+        bf16 = effective_precision(recipe, device) == "bf16"
+        # a captured graph must not keep autocast's cache of cast weights from capture time
+        self.autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16,
+                                          cache_enabled=not capturable)
+        self.set_to_none = not capturable  # captured: gradients stay where the graph reads them, zeroed in place
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with record_function("forward"):  # labels for `benchmarks/profile_run.py`
+            with self.autocast():
+                output = self.forward(x)
+            loss = self.loss(output.float(), y)
+        with record_function("backward"):
+            self.optimizer.zero_grad(set_to_none=self.set_to_none)
+            loss.backward()
+        with record_function("optimizer"):
+            self.optimizer.step()
+            self.index += 1
+            self.lr.copy_(self.rates.index_select(0, self.index)[0])
+        self.loss_sum += loss.detach()
+
+    def reset(self) -> None:
+        """The state of a new step: first learning rate, no optimizer history, no losses. Zeroed state is what
+        PyTorch's optimizers start from (a zero step count, zero moments; SGD's first momentum is the first
+        gradient, which a zero buffer gives too)."""
+        with torch.no_grad():
+            for state in self.optimizer.state.values():
+                for value in state.values():
+                    if isinstance(value, torch.Tensor):
+                        value.zero_()
+            self.index.zero_()
+            self.lr.copy_(self.rates[0])
+            self.loss_sum.zero_()
+
+
+def new_model(recipe: Recipe, data: PreparedData) -> nn.Module:
+    """Model creation as every run does it, inside the clock: the network with PyTorch's seeded default init,
+    its data-dependent init (first training images), then its memory layout."""
+    model = build_net(recipe.net).to(data.device)
+    if hasattr(model, "init_from_data"):
+        model.init_from_data(data.first_train_images(INIT_IMAGES))
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+@dataclass
+class Run:
+    """What the trainer drives: the model (and what evaluates it), the step, and one epoch of training that
+    returns how many images it trained on."""
+    model: nn.Module
+    forward: Callable
+    step: TrainStep
+    train_epoch: Callable[[], int]
+
+
+class EagerEngine:
+    """Every run builds its model and step anew and feeds the step batch by batch from Python."""
+
+    used = "eager"
+
+    def __init__(self, recipe: Recipe, data: PreparedData):
+        self.recipe, self.data = recipe, data
+
+    def prepare(self) -> float:
+        return 0.0
+
+    def start(self, seed: int, warmup: bool) -> Run:
+        model = new_model(self.recipe, self.data)
+        forward = torch.compile(model) if self.recipe.compile else model
+        epoch_batches, steps_per_epoch = train_batches(self.data, self.recipe, seed, warmup)
+        step = TrainStep(model, forward, self.recipe, steps_per_epoch, self.data.device)
+
+        def train_epoch() -> int:
+            seen = 0
+            for x, y in epoch_batches():
+                step(x, y)
+                seen += len(y)
+            return seen
+        return Run(model, forward, step, train_epoch)
+
+
+class CudaGraphEngine:
+    """One epoch of steps captured as a CUDA graph once per recipe; each run resets and replays it."""
+
+    used = "cuda-graph"
+
+    def __init__(self, recipe: Recipe, data: PreparedData):
+        problems = graph_problems(recipe)
+        if problems:
+            raise FastMnistError(f"{recipe.name}: engine=graph {problems[0]}; use engine=eager")
+        self.recipe, self.data = recipe, data
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def prepare(self) -> float:
+        """Build the model and step, warm them up on a side stream, capture one epoch. Untimed; once."""
+        if self.graph is not None:
+            return 0.0
+        start = time.perf_counter()
+        torch.manual_seed(0)  # any weights do: every run overwrites them
+        self.model = new_model(self.recipe, self.data)
+        self.batches = memory_batches(self.data, self.recipe)
+        self.step = TrainStep(self.model, self.model, self.recipe, len(self.batches), self.data.device,
+                              capturable=True)
+        self.images = sum(len(y) for _, y in self.batches)
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # every batch shape once (the last batch may be partial)
+                for x, y in [*self.batches[:GRAPH_WARMUP_STEPS - 1], self.batches[-1]]:
+                    self.step(x, y)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for x, y in self.batches:
+                    self.step(x, y)
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise FastMnistError(f"{self.recipe.name}: network {net_name(self.recipe.net)} cannot be captured as "
+                                 f"a CUDA graph ({type(exc).__name__}: {first_line}); use engine=eager") from None
+        torch.cuda.synchronize()
+        self.graph = graph
+        return time.perf_counter() - start
+
+    def start(self, seed: int, warmup: bool) -> Run:
+        """Model creation inside the clock: a new model is made with the run's seed (the caller seeded the RNG)
+        exactly as the eager engine makes it, and copied into the captured one; the step is reset."""
+        fresh = new_model(self.recipe, self.data).state_dict()
+        with torch.no_grad():
+            for name, target in self.model.state_dict().items():
+                target.copy_(fresh[name])
+        self.step.reset()
+
+        def train_epoch() -> int:
+            self.graph.replay()
+            return self.images
+        return Run(self.model, self.model, self.step, train_epoch)
+
+
+def graph_problems(recipe: Recipe) -> list[str]:
+    """Why a recipe's steps cannot be captured, one line each."""
+    found = []
+    if recipe.data_path != "memory":
+        found.append("needs data_path=memory: the per-sample DataLoader of stages 0-2 feeds each batch from "
+                     "the CPU, which a captured graph cannot")
+    if recipe.optimizer != "adam":
+        found.append(f"captures Adam's update only (capturable, its learning rate on the device); this recipe "
+                     f"uses {recipe.optimizer}")
+    if recipe.compile:
+        found.append("and compile=True are two ways to build one step: choose one")
+    return found
+
+
+def make_engine(recipe: Recipe, data: PreparedData):
+    """The engine that runs `recipe` on this data's device (see the module's docstring)."""
+    if engine_used(recipe, data.device) == "cuda-graph":
+        return CudaGraphEngine(recipe, data)
+    return EagerEngine(recipe, data)

@@ -1,0 +1,140 @@
+"""How the data is laid out for a run: per-sample datasets (stages 0-2) or whole normalised tensors on the
+device (stage 3 on), and how an epoch is cut into batches. All of it is prepared before the clock starts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fastmnist.data import MEAN, STD, Mnist
+from fastmnist.machine import sync
+from fastmnist.recipes import Recipe
+
+PREPARED_ORDER_SEED = 0  # stage 3 on: the training set is shuffled once, at preparation, then walked in order
+WARMUP_BATCHES = 8  # a warm-up run trains on this many batches, then the last (partial) one, then tests
+
+
+class TorchvisionStyleMnist(Dataset):
+    """Stages 0-2 read MNIST as the original did, through torchvision's `datasets.MNIST` with
+    `Compose([ToTensor(), Normalize((0.1307,), (0.3081,))])`, and this does the same work per sample, step
+    for step, without depending on torchvision: a PIL image from the uint8 array, ToTensor's copy to a
+    uint8 tensor, its HWC -> CHW permute and float division, then Normalize's out-of-place sub and div
+    with the mean and std as tensors. That per-sample cost is what stage 3 removes, so it must be paid."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        image, target = self.images[index], int(self.labels[index])
+        picture = Image.fromarray(image.numpy(), mode="L")  # datasets.MNIST.__getitem__
+        tensor = torch.from_numpy(np.array(picture, np.uint8, copy=True))  # ToTensor (torchvision 0.9)
+        tensor = tensor.view(picture.size[1], picture.size[0], len(picture.getbands()))
+        tensor = tensor.permute((2, 0, 1)).contiguous().to(dtype=torch.get_default_dtype()).div(255)
+        mean = torch.as_tensor((MEAN,), dtype=tensor.dtype).view(-1, 1, 1)  # Normalize
+        std = torch.as_tensor((STD,), dtype=tensor.dtype).view(-1, 1, 1)
+        return tensor.clone().sub_(mean).div_(std), target
+
+
+@dataclass
+class PreparedData:
+    """What a run needs, already in place: whole tensors on the device, or per-sample datasets."""
+    device: torch.device
+    train: tuple  # (images, labels) tensors, or a Dataset
+    test: tuple
+    seconds: float  # preparation time, reported beside the timed figure
+
+    def first_train_images(self, n: int) -> torch.Tensor:
+        """The first n training images as one normalised tensor: what `init_from_data` is given. Every run
+        of a ConvNet asks, whitened or not, so the per-sample path normalises its arrays in one call rather
+        than paying its per-sample work inside the clock for nothing."""
+        if isinstance(self.train, TorchvisionStyleMnist):
+            return normalise(self.train.images[:n].numpy(), self.device, channels_last=False)
+        return self.train[0][:n]
+
+    @property
+    def test_size(self) -> int:
+        return len(self.test) if isinstance(self.test, Dataset) else len(self.test[1])
+
+
+def normalise(images: np.ndarray, device: torch.device | str = "cpu", channels_last: bool = False) -> torch.Tensor:
+    """uint8 (N, 28, 28) images as every network here sees them: N x 1 x 28 x 28, pixel/255, then
+    (x - MEAN) / STD. Training, evaluation, prediction and export all use this one definition."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def prepare(mnist: Mnist, recipe: Recipe, device: torch.device) -> PreparedData:
+    start = time.perf_counter()
+    if recipe.data_path == "dataloader":
+        train = TorchvisionStyleMnist(mnist.train_images, mnist.train_labels)
+        test = TorchvisionStyleMnist(mnist.test_images, mnist.test_labels)
+    else:
+        order = torch.randperm(len(mnist.train_labels), generator=torch.Generator().manual_seed(PREPARED_ORDER_SEED))
+        labels = torch.from_numpy(mnist.train_labels.astype(np.int64))[order]
+        train = (normalise(mnist.train_images[order.numpy()], device, recipe.channels_last), labels.to(device))
+        test = (normalise(mnist.test_images, device, recipe.channels_last),
+                torch.from_numpy(mnist.test_labels.astype(np.int64)).to(device))
+    sync(device)
+    return PreparedData(device, train, test, time.perf_counter() - start)
+
+
+def preparation_key(recipe: Recipe) -> tuple:
+    """Recipes with the same key can share one prepared copy of the data."""
+    return recipe.data_path, recipe.channels_last
+
+
+def batches_per_epoch(n: int, recipe: Recipe) -> int:
+    return n // recipe.batch_size if recipe.drop_last else math.ceil(n / recipe.batch_size)
+
+
+def epoch_images(data: PreparedData, recipe: Recipe) -> int:
+    """Training images one epoch walks: the recipe's share of the prepared set."""
+    return int(len(data.train[1]) * recipe.train_fraction)
+
+
+def memory_batches(data: PreparedData, recipe: Recipe, warmup: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """An epoch of in-memory data as batches: views into the prepared tensors, in their fixed order (so a
+    captured epoch reads the same addresses every replay). A warm-up takes the first few and the last."""
+    images, labels = data.train
+    n, bs = epoch_images(data, recipe), recipe.batch_size
+    count = batches_per_epoch(n, recipe)
+    indices = [*range(min(WARMUP_BATCHES, count - 1)), count - 1] if warmup else range(count)
+    return [(images[i * bs: min((i + 1) * bs, n)], labels[i * bs: min((i + 1) * bs, n)]) for i in indices]
+
+
+def train_batches(data: PreparedData, recipe: Recipe, seed: int, warmup: bool):
+    """An epoch's batches (a function that yields them) and the full epoch's batch count."""
+    if recipe.data_path == "dataloader":
+        cuda = data.device.type == "cuda"
+        loader = DataLoader(data.train, batch_size=recipe.batch_size, shuffle=True, drop_last=recipe.drop_last,
+                            generator=torch.Generator().manual_seed(seed),
+                            num_workers=1 if cuda else 0, pin_memory=cuda)
+
+        def epoch():
+            for i, (x, y) in enumerate(loader):
+                if warmup and i == WARMUP_BATCHES:
+                    break  # nothing here compiles per shape, so the partial last batch needs no warm-up
+                yield x.to(data.device, non_blocking=True), y.to(data.device, non_blocking=True)
+        return epoch, len(loader)
+    batches = memory_batches(data, recipe, warmup)
+    return (lambda: iter(batches)), batches_per_epoch(epoch_images(data, recipe), recipe)
+
+
+def test_batches(data: PreparedData, recipe: Recipe):
+    if recipe.data_path == "dataloader":
+        loader = DataLoader(data.test, batch_size=recipe.test_batch_size, shuffle=False)
+        return ((x.to(data.device), y.to(data.device)) for x, y in loader)
+    images, labels = data.test
+    bs = recipe.test_batch_size
+    return ((images[i:i + bs], labels[i:i + bs]) for i in range(0, len(labels), bs))
