@@ -25,7 +25,8 @@ from fastmnist.data import load_mnist
 from fastmnist.engine import TrainStep, effective_precision, new_model
 from fastmnist.layout import memory_batches, prepare, test_batches
 from fastmnist.recipes import get_recipe
-from fastmnist.runner import envelope
+from fastmnist.machine import machine_info
+from fastmnist.records import envelope
 from fastmnist.trainer import test_accuracy
 
 
@@ -82,7 +83,7 @@ def main() -> int:
     for name, row in summary.items():
         print(f"{name:>9}: median {row['seconds_median']:.3f} s, ratio vs eager {row['median_ratio_vs_eager']:.2f}, "
               f"first (untimed) run {row['first_run_seconds_untimed']:.1f} s")
-    report = {**envelope("compiled-step", device, [recipe]), "precision": "bf16" if bf16 else "fp32",
+    report = {**envelope("compiled-step", machine_info(device, peaks=True), [recipe]), "precision": "bf16" if bf16 else "fp32",
               "runs": rows, "summary": summary}
     return finish(report, args.out)
 

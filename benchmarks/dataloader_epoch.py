@@ -23,7 +23,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from fastmnist.data import MEAN, STD, load_mnist
-from fastmnist.runner import envelope
+from fastmnist.machine import machine_info
+from fastmnist.records import envelope
 from fastmnist.layout import TorchvisionStyleMnist
 
 
@@ -78,7 +79,7 @@ def main() -> int:
     for _ in range(args.repeats):
         for name, dataset in datasets.items():
             seconds[name].append(epoch_seconds(dataset))
-    report = {**envelope("dataloader-epoch", torch.device("cpu"), [], peak=False),
+    report = {**envelope("dataloader-epoch", machine_info(torch.device("cpu")), []),
               "what": "seconds per 60k-image epoch through DataLoader(batch 64, shuffle), no training",
               "seconds": seconds, "median": {k: statistics.median(v) for k, v in seconds.items()}}
     for name, values in seconds.items():

@@ -24,7 +24,8 @@ from common import finish
 
 from fastmnist.cli import epoch_printer
 from fastmnist.recipes import get_recipe
-from fastmnist.runner import envelope
+from fastmnist.machine import machine_info
+from fastmnist.records import envelope
 
 
 def main() -> int:
@@ -45,7 +46,7 @@ def main() -> int:
     stages = json.loads(Path(args.ladder).read_text())["stages"]
     shares = {name: stage["summary"]["epochs_mean"] * per_line / stage["summary"]["seconds_mean"]
               for name, stage in stages.items() if stage["recipe"]["epochs"] > 1}
-    report = {**envelope("epoch-line-cost", torch.device("cpu"), [], peak=False),
+    report = {**envelope("epoch-line-cost", machine_info(torch.device("cpu")), []),
               "seconds_per_line": per_line, "share_of_run_by_stage": shares}
     print(f"one epoch line: {per_line * 1e6:.1f} us; largest share of a multi-epoch stage's run: "
           f"{100 * max(shares.values()):.5f}% ({max(shares, key=shares.get)})")

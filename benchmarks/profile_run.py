@@ -19,9 +19,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from common import finish
 from fastmnist.data import load_mnist
-from fastmnist.machine import pick_device
+from fastmnist.device import pick_device
 from fastmnist.recipes import get_recipe
-from fastmnist.runner import Runner, envelope
+from fastmnist.machine import machine_info
+from fastmnist.records import envelope
+from fastmnist.runner import Runner
 
 PHASES = ("forward", "backward", "optimizer", "evaluation")
 
@@ -74,7 +76,7 @@ def main() -> int:
     for name, ops in top_ops.items():
         print(f"{name}, heaviest operators (share of self CPU time, last run): "
               + ", ".join(f"{op} {100 * share:.0f}%" for op, share in ops.items()))
-    report = {**envelope("profile", device, recipes), "runs": rows, "summary": summary, "top_ops": top_ops}
+    report = {**envelope("profile", machine_info(device, peaks=True), recipes), "runs": rows, "summary": summary, "top_ops": top_ops}
     return finish(report, args.out)
 
 

@@ -113,8 +113,19 @@ def test_corrupt_data_is_one_line(tmp_path):
     (["ladder", "--stages", "9-3", "--out", "unused"], "reversed"),
     (["ladder", "--stages", "0-99", "--out", "unused"], "stages are 0-"),
 ])
-def test_bad_values_are_one_line(args, fragment, data_env):
-    assert_one_line_error(fastmnist(*args, check=False, env=data_env), fragment)
+def test_bad_values_are_one_line(args, fragment, data_env, monkeypatch, capsys):
+    assert_one_line_error(in_process(args, data_env, monkeypatch, capsys), fragment)
+
+
+def in_process(args, env, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """The CLI's main() in this process (no interpreter and torch to start), as a finished process."""
+    from fastmnist.cli import main
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def test_argparse_errors_exit_2():

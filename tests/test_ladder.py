@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from fastmnist.errors import FastMnistError
-from fastmnist.ladder import run_ladder
+from fastmnist.stages import run_ladder
 from fastmnist.recipes import RECIPES
 from fastmnist.report import ORIGINAL_GPU_SECONDS, ladder_markdown, write_ladder_report
 
@@ -46,7 +46,7 @@ def test_foreign_ladder_json_is_refused(small_mnist, tmp_path):
 
 def test_fields_added_since_a_run_count_as_unchanged_only_at_their_default():
     from fastmnist.report import is_stale
-    from fastmnist.runner import recipe_record
+    from fastmnist.records import recipe_record
 
     stored = recipe_record(RECIPES["stage8"])
     del stored["fused_optimizer"]  # a field added later, at its default: the runs still stand

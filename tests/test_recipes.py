@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastmnist.errors import FastMnistError
-from fastmnist.ladder import parse_stages
+from fastmnist.stages import parse_stages
 from fastmnist.models import NETS, ConvNet, NetSpec, check_net, flops_per_image, whitening_filters
 from fastmnist.recipes import (FASTEST, LADDER, RECIPES, derive, describe_changes, get_recipe, parse_param,
                                with_overrides)

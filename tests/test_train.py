@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from fastmnist.machine import pick_device
+from fastmnist.device import pick_device
 from fastmnist.models import INIT_IMAGES, NETS, whitening_filters
 from fastmnist.recipes import get_recipe
-from fastmnist.runner import Runner, benchmark
+from fastmnist.benchmark import benchmark
+from fastmnist.runner import Runner
 from fastmnist.stats import paired_ratio, summarize, welch_p
 from fastmnist.layout import TorchvisionStyleMnist, normalise, prepare
 from fastmnist.trainer import train_run
@@ -127,7 +128,7 @@ def test_auto_device_on_this_machine():
 
 
 def test_bf16_falls_back_to_fp32_without_native_support(small_mnist):
-    from fastmnist.machine import native_bf16
+    from fastmnist.device import native_bf16
 
     recipe = quick("fastest", precision="bf16")
     result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)

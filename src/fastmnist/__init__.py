@@ -1,6 +1,6 @@
 """fastmnist: train a network to 99% on MNIST as fast as the hardware allows, and show where the time goes.
 
-The Python API (`recipe`, `derive`, `train`, `bench`, `sweep`, `load_mnist`, `Recipe`) lives in
+The Python API (`recipe`, `derive`, `train`, `bench`, `sweep`, `ladder`, `load_mnist`, `Recipe`) lives in
 `fastmnist.api` and is imported on first use, so `fastmnist --help` does not pay for importing torch.
 """
 
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.2.0"
+from fastmnist.version import __version__
 
-API = ("Recipe", "Report", "RunResult", "bench", "derive", "load_mnist", "recipe", "sweep", "train")
+API = ("Recipe", "Report", "RunResult", "bench", "derive", "ladder", "load_mnist", "recipe", "sweep", "train")
 __all__ = ["__version__", *API]
 
 if TYPE_CHECKING:
-    from fastmnist.api import Recipe, Report, RunResult, bench, derive, load_mnist, recipe, sweep, train  # noqa: F401
+    from fastmnist.api import (Recipe, Report, RunResult, bench, derive, ladder, load_mnist,  # noqa: F401
+                               recipe, sweep, train)
 
 
 def __getattr__(name: str):

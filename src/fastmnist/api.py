@@ -15,13 +15,14 @@ from pathlib import Path
 
 import torch
 
+from fastmnist import commands
 from fastmnist.data import Mnist, load_mnist
-from fastmnist.machine import pick_device
+from fastmnist.device import pick_device
 from fastmnist.output import write_json
 from fastmnist.recipes import Recipe, derive, get_recipe
 from fastmnist.trainer import RunResult
 
-__all__ = ["Recipe", "Report", "RunResult", "bench", "derive", "load_mnist", "recipe", "sweep", "train"]
+__all__ = ["Recipe", "Report", "RunResult", "bench", "derive", "ladder", "load_mnist", "recipe", "sweep", "train"]
 
 
 class Report(dict):
@@ -33,14 +34,16 @@ class Report(dict):
     def table(self) -> str:
         from fastmnist.report import bench_table, sweep_table
 
-        return bench_table(self) if self["kind"] == "bench" else sweep_table(self)
+        from fastmnist.report import ladder_markdown
+
+        return {"bench": bench_table, "sweep": sweep_table, "ladder": ladder_markdown}[self["kind"]](self)
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, dict(self))
 
 
 def recipe(name: str) -> Recipe:
-    """A recipe by name: 'stage0'...'stage14', 'fastest', 'NAME[key=value,...]' or 'FILE.py:NAME'."""
+    """A recipe by name: 'stage0'...'stage19', 'fastest', 'NAME[key=value,...]' or 'FILE.py:NAME'."""
     return get_recipe(name)
 
 
@@ -55,21 +58,19 @@ def machine_and_data(device: str, data_dir, mnist: Mnist | None, offline: bool) 
 def train(recipe: Recipe | str, seed: int = 0, *, device: str = "auto", data_dir=None, mnist: Mnist | None = None,
           warmup: bool = True, offline: bool = False) -> RunResult:
     """Train once, warm (data prepared and one untimed warm-up run first), timed as the CLI times it.
-    Returns `.accuracy` (%), `.seconds`, `.epochs`, `.diverged`, `.model` and the rest of the run."""
-    from fastmnist.runner import Runner
-
+    Returns `.accuracy` (%), `.seconds`, `.epochs`, `.diverged`, `.engine`, `.model` and the rest of the run."""
     [recipe] = resolve([recipe])
     torch_device, mnist = machine_and_data(device, data_dir, mnist, offline)
-    return Runner(mnist, torch_device, warmup=warmup).run(recipe, seed)
+    return commands.train(recipe, seed, mnist, torch_device, warmup=warmup)[0]
 
 
 def bench(recipes, runs: int, *, device: str = "auto", data_dir=None, mnist: Mnist | None = None,
-          progress: bool = False, offline: bool = False) -> Report:
-    """Seeds 0..runs-1, recipes interleaved within each seed; the report `fastmnist bench --out` writes."""
-    from fastmnist.runner import benchmark
-
-    torch_device, mnist = machine_and_data(device, data_dir, mnist, offline)
-    return Report(benchmark(resolve(recipes), runs, mnist, torch_device, progress=progress))
+          progress: bool = False, offline: bool = False, storage: str | None = None,
+          study: str | None = None) -> Report:
+    """Seeds 0..runs-1, recipes interleaved within each seed; the report `fastmnist bench --out` writes.
+    With `storage` (an Optuna storage URL) the seeds are shared with every worker on that store."""
+    return Report(commands.bench(resolve(recipes), runs, lambda: machine_and_data(device, data_dir, mnist, offline),
+                                 storage=storage, study=study, progress=progress))
 
 
 def sweep(recipe: Recipe | str, params: dict[str, list], runs: int, *, rounds: int = 1,
@@ -78,16 +79,17 @@ def sweep(recipe: Recipe | str, params: dict[str, list], runs: int, *, rounds: i
           offline: bool = False) -> Report:
     """Coordinate ascent over `params` ({'lr': [0.01, 0.02], ...}), `runs` seeds a point, every run kept
     in an Optuna storage (in memory unless `storage` is a URL), as `fastmnist sweep` does."""
-    from fastmnist.runner import Runner, envelope
-    from fastmnist.store import open_store
-    from fastmnist.search import SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner
-
     [recipe] = resolve([recipe])
     texts = [f"{name}={','.join(map(str, values))}" for name, values in params.items()]
-    spec = SweepSpec(recipe, parse_params(recipe, texts), runs, rounds, objective, target)
+    return Report(commands.sweep(recipe, texts, runs, lambda: machine_and_data(device, data_dir, mnist, offline),
+                                 rounds=rounds, objective=objective, target=target, storage=storage, study=study))
+
+
+def ladder(stages: str = "all", runs: int = 5, out: str | Path = "ladder", *, device: str = "auto", data_dir=None,
+           mnist: Mnist | None = None, offline: bool = False) -> Report:
+    """The ladder's stages ('0-8', '17-19,mine.py:r', 'all'), `runs` seeds each, into OUT/ladder.json,
+    ladder.md and ladder.png, as `fastmnist ladder` does; returns the ladder report."""
+    from fastmnist.stages import parse_stages
+
     torch_device, mnist = machine_and_data(device, data_dir, mnist, offline)
-    study_name = study or default_study_name(spec)
-    store = open_store(storage, study_name)
-    record = coordinate_ascent(spec, store, real_job_runner(spec, Runner(mnist, torch_device)))
-    return Report({**envelope("sweep", torch_device, [recipe], peak=False), **record, "objective": objective,
-                   "target": target, "runs_per_point": runs, "study": study_name, "storage": storage})
+    return Report(commands.ladder(parse_stages(stages), runs, mnist, torch_device, out)[0])

@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from fastmnist import __version__
+from fastmnist.version import __version__
 from fastmnist.errors import FastMnistError
 from fastmnist.models import NetSpec, build_net, check_net
 from fastmnist.output import write_bytes

@@ -69,7 +69,7 @@ def setup(args):
     """Threads, device and data, all before any clock starts."""
     import torch
 
-    from fastmnist.machine import pick_device
+    from fastmnist.device import pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,28 +90,25 @@ def epoch_printer(args, recipe):
 
 
 def cmd_train(args) -> int:
+    from fastmnist import commands
     from fastmnist.checkpoint import save_model
-    from fastmnist.machine import describe, machine_info, provenance
+    from fastmnist.machine import describe
     from fastmnist.output import check_writable, write_or_fallback
     from fastmnist.recipes import get_recipe, with_overrides
-    from fastmnist.runner import Runner
 
     recipe = with_overrides(get_recipe(args.recipe), args.set)
     if args.save:
         check_writable(args.save, "--save")
     device, mnist = setup(args)
-    runner = Runner(mnist, device, warmup=not args.no_warmup, on_epoch=epoch_printer(args, recipe))
-    result = runner.run(recipe, args.seed)
-    excluded = runner.excluded_seconds(recipe)
-    info = machine_info(device)
-    record = {**result.record(), "device": device.type, "excluded_seconds": excluded, "machine": info,
-              "provenance": provenance()}
+    result, record = commands.train(recipe, args.seed, mnist, device, warmup=not args.no_warmup,
+                                    on_epoch=epoch_printer(args, recipe))
+    excluded = record["excluded_seconds"]
     if args.json:
         print(json.dumps(record))
     else:
         flag = "  DIVERGED (NaN/inf in the loss, weights or outputs, or ended at chance)" if result.diverged else ""
         print(f"{recipe.name}: test accuracy {result.accuracy:.2f}% after {result.epochs} epoch(s) in "
-              f"{result.seconds:.2f} s ({describe(info)}, {result.precision}, {result.engine}){flag}")
+              f"{result.seconds:.2f} s ({describe(record['machine'])}, {result.precision}, {result.engine}){flag}")
         capture = f", capture {excluded['capture']:.2f} s" if result.engine == "cuda-graph" else ""
         print(f"timed: model creation + training + test evaluation; not timed: data load "
               f"{excluded['data_load']:.2f} s, preparation {excluded['prepare']:.2f} s, "
@@ -141,37 +138,21 @@ def cmd_recipes(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from fastmnist import commands
     from fastmnist.output import check_writable, write_json, write_or_fallback
     from fastmnist.recipes import get_recipe, with_overrides
     from fastmnist.report import bench_table
-    from fastmnist.runner import Runner, bench_study_name, benchmark, shared_benchmark
 
     recipes = [with_overrides(get_recipe(name), args.set) for name in args.recipes]
     if args.out:
         check_writable(args.out, "--out")
-    if args.report and not args.storage:
-        raise FastMnistError("--report reads a shared bench: give its --storage URL (and --study if named)")
-    if args.storage:
-        from fastmnist.store import open_store
-
-        study = args.study or bench_study_name(recipes)
-        store = open_store(args.storage, study, args.stale_after)
-        if args.report:
-            import torch
-
-            report = shared_benchmark(recipes, args.runs, store, None, torch.device("cpu"))
-        else:
-            device, mnist = setup(args)
-            say = (lambda text: None) if args.quiet else stderr
-            report = shared_benchmark(
-                recipes, args.runs, store, Runner(mnist, device), device,
-                on_start=lambda point, seed: say(f"bench: running seed {seed} ({len(recipes)} recipe(s))"),
-                on_wait=lambda count: say(f"bench: waiting for {count} seed(s) held by other workers; a worker "
-                                          f"that stops beating is taken as gone after {args.stale_after:g} s"))
-        report["study"] = study
-    else:
-        device, mnist = setup(args)
-        report = benchmark(recipes, args.runs, mnist, device, progress=not args.quiet)
+    say = (lambda text: None) if args.quiet else stderr
+    report = commands.bench(
+        recipes, args.runs, lambda: setup(args), storage=args.storage, study=args.study, stale_after=args.stale_after,
+        report_only=args.report, progress=not args.quiet,
+        on_start=lambda point, seed: say(f"bench: running seed {seed} ({len(recipes)} recipe(s))"),
+        on_wait=lambda count: say(f"bench: waiting for {count} seed(s) held by other workers; a worker "
+                                  f"that stops beating is taken as gone after {args.stale_after:g} s"))
     print(bench_table(report))
     if args.out:
         write_or_fallback(args.out, lambda path: write_json(path, report), "the bench report")
@@ -192,60 +173,45 @@ def add_store_args(parser: argparse.ArgumentParser, default: str) -> None:
 def cmd_ladder(args) -> int:
     from pathlib import Path
 
-    from fastmnist.ladder import parse_stages, run_ladder
+    from fastmnist import commands
+    from fastmnist.stages import parse_stages
     from fastmnist.output import check_folder, check_writable
-    from fastmnist.report import write_ladder_report
 
     stages = parse_stages(args.stages)
     out_dir = check_folder(Path(args.out), "--out")
     for name in ("ladder.json", "ladder.md", "ladder.png"):
         check_writable(out_dir / name, "--out")
     device, mnist = setup(args)
-    report = run_ladder(stages, args.runs, mnist, device, out_dir, progress=not args.quiet)
-    md, png = write_ladder_report(report, out_dir)
-    print(md.read_text())
-    print(f"wrote {out_dir / 'ladder.json'}, {md}, {png}")
+    report, paths = commands.ladder(stages, args.runs, mnist, device, out_dir, progress=not args.quiet)
+    print(paths[1].read_text())
+    print(f"wrote {', '.join(map(str, paths))}")
     return 0
 
 
 def cmd_sweep(args) -> int:
     from pathlib import Path
 
+    from fastmnist import commands
     from fastmnist.output import check_folder, write_json, write_text
     from fastmnist.recipes import get_recipe
     from fastmnist.report import sweep_plots, sweep_table
-    from fastmnist.runner import Runner, envelope
-    from fastmnist.store import open_store, redacted
-    from fastmnist.search import SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner
 
     recipe = get_recipe(args.recipe)
-    spec = SweepSpec(recipe, parse_params(recipe, args.param), args.runs, args.rounds, args.objective, args.target)
     out_dir = check_folder(Path(args.out), "--out")
-    storage = args.storage or f"sqlite:///{out_dir / 'sweep.db'}"
-    study_name = args.study or default_study_name(spec)
-    store = open_store(storage, study_name, args.stale_after)
-    device, mnist = setup(args)
-    finished = store.finished_count()
-    if finished and not args.quiet:
-        stderr(f"sweep: study {study_name!r} already holds {finished} finished run(s); they are reused")
-
-    def on_start(point, seed):
-        if not args.quiet:
-            stderr(f"sweep: running {', '.join(f'{k}={v}' for k, v in point.items())}, seed {seed}")
-
-    def on_result(point, seed, result):
-        if not args.quiet:
-            stderr(f"sweep:   -> {result['accuracy']:.2f}% in {result['seconds']:.2f} s")
-
-    def on_wait(count):
-        if not args.quiet:
-            stderr(f"sweep: waiting for {count} run(s) held by other workers; a worker that stops beating "
-                   f"is taken as gone after {args.stale_after:g} s and its run redone here")
-
-    record = coordinate_ascent(spec, store, real_job_runner(spec, Runner(mnist, device)), on_start, on_result,
-                               on_wait)
-    record = {**envelope("sweep", device, [recipe], peak=False), **record, "objective": args.objective,
-              "target": args.target, "runs_per_point": args.runs, "study": study_name, "storage": redacted(storage)}
+    say = (lambda text: None) if args.quiet else stderr
+    record = commands.sweep(
+        recipe, args.param, args.runs, lambda: setup(args), rounds=args.rounds, objective=args.objective,
+        target=args.target, storage=args.storage or f"sqlite:///{out_dir / 'sweep.db'}", study=args.study,
+        stale_after=args.stale_after,
+        on_resume=lambda count: count and say(f"sweep: the study already holds {count} finished run(s); "
+                                              f"they are reused"),
+        on_start=lambda point, seed: say(f"sweep: running {', '.join(f'{k}={v}' for k, v in point.items())}, "
+                                         f"seed {seed}"),
+        on_result=lambda point, seed, result: say(f"sweep:   -> {result['accuracy']:.2f}% in "
+                                                  f"{result['seconds']:.2f} s"),
+        on_wait=lambda count: say(f"sweep: waiting for {count} run(s) held by other workers; a worker that "
+                                  f"stops beating is taken as gone after {args.stale_after:g} s and its run "
+                                  f"redone here"))
     table = sweep_table(record)
     print(table)
     print(f"runs: {record['runs_total']} in this sweep, {record['runs_run_here']} run now by this worker, "
@@ -327,7 +293,7 @@ def cmd_data(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fastmnist import __version__
+    from fastmnist.version import __version__
 
     parser = argparse.ArgumentParser(prog="fastmnist", description="Train to 99% on MNIST as fast as the "
                                      "hardware allows, and show where the time goes.")

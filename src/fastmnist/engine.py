@@ -32,7 +32,7 @@ from torch.profiler import record_function
 
 from fastmnist.errors import FastMnistError
 from fastmnist.layout import PreparedData, memory_batches, train_batches
-from fastmnist.machine import native_bf16
+from fastmnist.device import native_bf16
 from fastmnist.models import INIT_IMAGES, NetSpec, build_net, net_name
 from fastmnist.recipes import Recipe
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fastmnist.data import MEAN, STD, Mnist
-from fastmnist.machine import sync
+from fastmnist.device import sync
 from fastmnist.recipes import Recipe
 
 PREPARED_ORDER_SEED = 0  # stage 3 on: the training set is shuffled once, at preparation, then walked in order

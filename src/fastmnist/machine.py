@@ -1,69 +1,21 @@
-"""The machine a figure was measured on, the device runs use, and where a result came from.
+"""The machine a figure was measured on.
 
 The project's own machines differ from day to day (AVX2 only, AVX-512 with BF16, AMX), so every record
 carries enough to tell whether two figures are comparable: CPU, the vector ISA PyTorch dispatched to,
-bf16 support, threads, versions, and the code and command that produced it.
+bf16 support, threads, versions, the GPU where one ran, and the best matmul rates in each precision.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
 import platform
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fastmnist import __version__
-from fastmnist.errors import FastMnistError
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FastMnistError("--device cuda asked for, but PyTorch sees no CUDA device (try --device cpu)")
-    if name not in ("cpu", "cuda"):
-        raise FastMnistError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so a clock reading means what it says."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def cpu_threads(count: int):
-    """PyTorch's intra-op CPU threads set to `count` inside the block (0: left as they are), restored after."""
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        if count:
-            torch.set_num_threads(before)
-
-
-def cpu_feature(name: str) -> bool:
-    """Ask PyTorch's own CPU probe (private API, so absent means unsupported)."""
-    probe = getattr(torch.cpu, f"_is_{name}_supported", None)
-    return bool(probe and probe())
-
-
-def native_bf16(device: torch.device) -> bool:
-    """True where bf16 matrix maths runs in hardware (CUDA Ampere+, or a CPU with AVX512-BF16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return cpu_feature("avx512_bf16") or cpu_feature("amx_tile")
+from fastmnist.device import cpu_feature, native_bf16, sync
 
 
 def vector_isa() -> str:
@@ -84,8 +36,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info(device: torch.device) -> dict:
-    """What the figures were measured on: enough to tell whether two results are comparable."""
+def machine_info(device: torch.device, peaks: bool = False) -> dict:
+    """What the figures were measured on: enough to tell whether two results are comparable. With `peaks`,
+    also the best matmul rate here in fp32 and, where the hardware multiplies it natively, in bf16: the
+    floors a run's FLOPs are held to, each in the precision it ran."""
     info = {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -103,6 +57,10 @@ def machine_info(device: torch.device) -> dict:
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    if peaks:
+        info["matmul_gflops_fp32"] = matmul_gflops(device, torch.float32)
+        if native_bf16(device):
+            info["matmul_gflops_bf16"] = matmul_gflops(device, torch.bfloat16)
     return info
 
 
@@ -112,10 +70,16 @@ def describe(info: dict) -> str:
     return f"{info['device']}: {where}, {info['vector_isa']}, {info['torch_threads']} threads"
 
 
-def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 GFLOP/s of a large matmul here: the practical ceiling our training FLOPs are held to."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+def peak_gflops(machine: dict, precision: str) -> float | None:
+    """The machine's best matmul rate in `precision` (fp32 or bf16), when it was measured."""
+    return machine.get(f"matmul_gflops_{precision}")
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048,
+                  repeats: int = 5) -> float:
+    """Best GFLOP/s of a large matmul in `dtype` here: the practical ceiling a run's FLOPs are held to."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(repeats):
         sync(device)
@@ -124,32 +88,3 @@ def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> f
         sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size ** 3 / best / 1e9
-
-
-@functools.lru_cache(maxsize=1)
-def git_state() -> dict:
-    """The commit of the checkout fastmnist runs from, and whether its tree had changes; {} when installed
-    from elsewhere (a wheel) or git is absent. Read once, when the process starts (see the end of this
-    module): that is the code it runs, whatever happens to the tree later."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10)
-        if commit.returncode != 0:
-            return {}
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"git_commit": commit.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
-
-
-def provenance() -> dict:
-    """Where a result came from: fastmnist's version, its commit, and the exact command line."""
-    command = shlex.join(["fastmnist", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("fastmnist", "cli.py") \
-        else shlex.join(sys.argv)
-    return {"fastmnist_version": __version__, **git_state(), "command": command,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-git_state()

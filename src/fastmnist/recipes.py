@@ -215,6 +215,12 @@ def with_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
     for text in assignments:
         key, value = split_assignment(text)
         changes[key] = parse_param(recipe, key, value)
+    return overridden(recipe, changes)
+
+
+def overridden(recipe: Recipe, changes: dict) -> Recipe:
+    """The recipe with parsed `changes`, named NAME[key=value,...] as reports print it: a name that
+    `get_recipe` turns back into this recipe."""
     label = ",".join(f"{k}={v}" for k, v in changes.items())
     return derive(recipe, f"{recipe.name}[{label}]", f"{recipe.name} with {label}", **changes)
 

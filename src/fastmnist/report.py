@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fastmnist.machine import describe
-from fastmnist.output import save_figure, write_text
+from fastmnist.machine import describe, peak_gflops
 from fastmnist.models import NetSpec
+from fastmnist.output import save_figure, write_text
 from fastmnist.recipes import RECIPES, Recipe, changes_from_parent
-from fastmnist.runner import recipe_record
-from fastmnist.stats import plus_minus
+from fastmnist.records import recipe_record
+from fastmnist.stats import format_p, plus_minus
 
 # The original study's own times (docs/ladder.md, GTX 1660 Ti laptop GPU): its claims, shown beside ours.
 ORIGINAL_GPU_SECONDS = {"stage0": 172.0, "stage1": 57.4, "stage2": 30.3, "stage3": 7.31, "stage4": 4.66,
@@ -29,22 +29,24 @@ def pyplot():
 
 
 def machine_line(machine: dict) -> str:
-    peak = machine.get("matmul_gflops_fp32")
+    peaks = ", ".join(f"{p} {peak_gflops(machine, p):.0f}" for p in ("fp32", "bf16") if peak_gflops(machine, p))
     return (f"machine: {describe(machine)}, {machine['cpu_count']} cores, torch {machine['torch_version']}"
-            + (f", best fp32 matmul {peak:.0f} GFLOP/s" if peak else ""))
+            + (f", best matmul GFLOP/s: {peaks}" if peaks else ""))
 
 
 def bench_table(report: dict) -> str:
     width = max(12, *(len(row["recipe"]) for row in report["summary"]))
     target = report["summary"][0]["target"]
-    lines = [f"{'recipe':<{width}} {'runs':>4} {'accuracy %':>15} {f'>={target:g}%':>6} {'seconds':>15} "
-             f"{'median s':>9} {'ratio':>6} {'TFLOP':>6} {'GFLOP/s':>8}"]
+    lines = [f"{'recipe':<{width}} {'runs':>4} {'accuracy %':>15} {f'>={target:g}%':>6} {'p':>6} {'seconds':>15} "
+             f"{'median s':>9} {'ratio':>6} {'TFLOP':>6} {'GFLOP/s':>8}  precision, engine"]
     for row in report["summary"]:
         lines.append(
             f"{row['recipe']:<{width}} {row['runs']:>4} {plus_minus(row['accuracy_mean'], row['accuracy_std']):>15} "
-            f"{100 * row['share_reaching_target']:>5.0f}% {plus_minus(row['seconds_mean'], row['seconds_std']):>15} "
+            f"{100 * row['share_reaching_target']:>5.0f}% {format_p(row.get('p_value')):>6} "
+            f"{plus_minus(row['seconds_mean'], row['seconds_std']):>15} "
             f"{row['seconds_median']:>9.2f} {row['median_time_ratio_vs_first']:>6.2f} "
-            f"{row['tflop_per_run']:>6.3f} {row['gflop_per_s']:>8.1f}")
+            f"{row['tflop_per_run']:>6.3f} {row['gflop_per_s']:>8.1f}  {row.get('precision', '?')}, "
+            f"{row.get('engine', 'eager')}")
     t = report["timing"]
     if "machines" in report:  # a shared bench: each seed ran on one machine, all of its recipes
         for entry in report["machines"]:
@@ -59,7 +61,7 @@ def bench_table(report: dict) -> str:
                      + (f", capture {captured:.2f}s" if (captured := sum(t.get("capture_seconds", {}).values())) else "")
                      + ")")
     lines.append("ratio: median over seeds of (recipe time / first recipe time), each pair run back to back "
-                 "on one machine")
+                 "on one machine; p: one-sided t-test over the seeds that the mean accuracy reaches the target")
     return "\n".join(lines)
 
 
@@ -98,7 +100,7 @@ def ladder_markdown(report: dict) -> str:
         stale = " (stale: definition changed since)" if is_stale(name, stages[name]) else ""
         vs_prev = f"{previous / s['seconds_mean']:.2f}" if previous else "-"
         original = ORIGINAL_GPU_SECONDS.get(name)
-        peak = stages[name]["machine"].get("matmul_gflops_fp32")
+        peak = peak_gflops(stages[name]["machine"], s.get("precision", "fp32"))
         floor = f"{s['seconds_mean'] / (s['tflop_per_run'] * 1e3 / peak):.1f}" if peak else "-"
         rows.append(
             f"| {name} | {what_changed(name, stages[name])}{stale} | {s['epochs_mean']:.1f} "
@@ -115,7 +117,9 @@ def ladder_markdown(report: dict) -> str:
              "different machines are not comparable, see each stage's `machine` in ladder.json.")
     rows += ["", where + " Timed: model creation, training and every test evaluation the recipe makes; not "
              "timed: data loading, preparation, one short warm-up run per stage. Floor: the run's FLOPs at this "
-             f"machine's best fp32 matmul rate ({machine.get('matmul_gflops_fp32', float('nan')):.0f} GFLOP/s). "
+             "machine's best matmul rate in the precision the stage ran ("
+             + ", ".join(f"{p} {peak_gflops(machine, p):.0f}" for p in ("fp32", "bf16") if peak_gflops(machine, p))
+             + " GFLOP/s). "
              "The last column is the original study's own GTX 1660 Ti figure (docs/ladder.md)."]
     return "\n".join(rows) + "\n"
 

@@ -7,14 +7,13 @@ flight and the same command resumes, and several workers on several machines can
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Callable
 
 from fastmnist.errors import FastMnistError
-from fastmnist.recipes import NET_FIELDS, Recipe, derive, parse_param, split_assignment
+from fastmnist.recipes import NET_FIELDS, Recipe, overridden, parse_param, split_assignment
 from fastmnist.stats import summarize, welch_p
-from fastmnist.store import JobStore, run_jobs
+from fastmnist.store import JobStore, job_key, run_jobs
 
 
 @dataclass(frozen=True)
@@ -41,15 +40,6 @@ def parse_params(recipe: Recipe, texts: list[str]) -> tuple[tuple[str, tuple], .
             raise FastMnistError(f"--param {name} given twice")
         params.append((name, parsed))
     return tuple(params)
-
-
-def apply_point(recipe: Recipe, point: dict) -> Recipe:
-    label = ",".join(f"{k}={v}" for k, v in point.items())
-    return derive(recipe, f"{recipe.name}[{label}]", f"{recipe.name} with {label}", **point)
-
-
-def job_key(point: dict, seed: int) -> str:
-    return json.dumps({"point": point, "seed": seed}, sort_keys=True)
 
 
 def point_stats(results: list[dict], target: float) -> dict:
@@ -80,11 +70,11 @@ def coordinate_ascent(spec: SweepSpec, store: JobStore, run_job: Callable[[dict,
         for name, values in spec.params:
             tried = list(dict.fromkeys([best[name], *values]))
             points = {v: {**best, name: v} for v in tried}
-            jobs = {job_key(p, s): (p, s) for p in points.values() for s in range(spec.runs)}
+            jobs = {job_key(point=p, seed=s): (p, s) for p in points.values() for s in range(spec.runs)}
             done, ran_now = run_jobs(store, jobs, run_job, on_start, on_result, on_wait)
             ran += ran_now
             used |= set(jobs)
-            stats = {v: point_stats([done[job_key(p, s)] for s in range(spec.runs)], spec.target)
+            stats = {v: point_stats([done[job_key(point=p, seed=s)] for s in range(spec.runs)], spec.target)
                      for v, p in points.items()}
             incumbent = best[name]
             for v, s in stats.items():
@@ -107,13 +97,14 @@ def real_job_runner(spec: SweepSpec, runner) -> Callable[[dict, int], dict]:
     The result, stored with the trial, names the recipe and the machine that ran it."""
     from fastmnist.machine import machine_info
 
-    here = machine_info(runner.device)
+    here = machine_info(runner.device)  # no peaks: a sweep compares points, not a run with the floor
 
     def run(point: dict, seed: int) -> dict:
-        recipe = apply_point(spec.recipe, point)
+        recipe = overridden(spec.recipe, point)
         result = runner.run(recipe, seed)
         return {"recipe": recipe.name, "accuracy": result.accuracy, "seconds": result.seconds,
-                "diverged": result.diverged, "epochs": result.epochs, "machine": here}
+                "diverged": result.diverged, "epochs": result.epochs, "precision": result.precision,
+                "engine": result.engine, "machine": here}
     return run
 
 

@@ -10,6 +10,7 @@ dropped quietly. Everything is in Optuna's own schema: `optuna.load_study` reads
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -22,12 +23,18 @@ from optuna.trial import TrialState
 from fastmnist.errors import FastMnistError, StoreError
 
 ALIVE = (TrialState.RUNNING, TrialState.COMPLETE)
-POLL_SECONDS = 2.0  # how often a worker with nothing to claim looks for others' results
+POLL_SECONDS = 0.5  # how often a worker with nothing to claim looks for others' results (a cheap query)
 CREATE_TRIES = 8  # workers started together race to create the schema; the losers retry
 
 # heartbeats outside Study.optimize are what this module is for: Optuna's notes about them are noise here
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def job_key(**fields) -> str:
+    """The text that names a job in the store (a bench's seed, a sweep's point and seed): sorted JSON, so
+    the same job always has the same key."""
+    return json.dumps(fields, sort_keys=True)
 
 
 def heartbeat_interval(stale_after: float) -> int:

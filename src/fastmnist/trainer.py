@@ -16,7 +16,7 @@ from torch.profiler import record_function
 
 from fastmnist.engine import effective_precision, make_engine
 from fastmnist.layout import PreparedData, test_batches
-from fastmnist.machine import cpu_threads, sync
+from fastmnist.device import cpu_threads, sync
 from fastmnist.recipes import Recipe
 
 COLLAPSED_BELOW = 20.0  # % test accuracy: twice chance; a finished run below it has diverged, NaN or not

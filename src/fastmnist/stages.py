@@ -15,7 +15,9 @@ from fastmnist.errors import FastMnistError
 from fastmnist.models import flops_per_image
 from fastmnist.output import write_json
 from fastmnist.recipes import LADDER, Recipe, changes_from_parent, get_recipe
-from fastmnist.runner import Runner, envelope, summary_row
+from fastmnist.machine import machine_info
+from fastmnist.records import envelope, summary_row
+from fastmnist.runner import Runner
 
 TYPICAL_EARLY_STOP_EPOCHS = 3  # for the time estimate only: stages 1-4 stop after 2-5 epochs
 
@@ -77,17 +79,18 @@ def run_ladder(stages: list[Recipe], runs: int, mnist, device, out_dir: Path, pr
     path = Path(out_dir) / "ladder.json"
     report = load_ladder(path) if path.is_file() else {"kind": "ladder", "stages": {}}
     runner = Runner(mnist, device, on_epoch=on_epoch)
+    machine = machine_info(device, peaks=True)  # once: the floors every stage's time is held to
     bar = tqdm(total=sum(estimated_tflop(r) for r in stages) * runs, unit="TFLOP", disable=not progress,
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} TFLOP [{elapsed}<{remaining}]")
     for recipe in stages:
         bar.set_description(recipe.name)
         results = runner.run_interleaved([recipe], range(runs),
                                          on_run=lambda _: bar.update(estimated_tflop(recipe)))[recipe.name]
-        head = envelope("ladder-stage", device, [recipe])
+        head = envelope("ladder-stage", machine, [recipe])
         report["stages"][recipe.name] = {
             "recipe": head["recipes"][recipe.name],
             "what_changed": "; ".join(changes_from_parent(recipe)),
-            "summary": summary_row(recipe, results, device),
+            "summary": summary_row(recipe, results),
             "excluded_seconds": runner.excluded_seconds(recipe),
             "runs": [r.record() for r in results],
             "machine": head["machine"],

@@ -1,0 +1,90 @@
+"""The bench: recipes run for seeds 0..N-1, interleaved within each seed, in this process or shared by
+workers on a store (each seed's recipes always on one machine, so a paired ratio never spans two)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from fastmnist.data import Mnist
+from fastmnist.errors import FastMnistError
+from fastmnist.machine import describe, machine_info
+from fastmnist.recipes import Recipe
+from fastmnist.records import bench_report
+from fastmnist.runner import Runner
+from fastmnist.store import job_key, run_jobs
+from fastmnist.trainer import RunResult
+
+
+def distinct(recipes: list[Recipe]) -> list[Recipe]:
+    """Runs are kept by recipe name, so a bench's recipes must have different names."""
+    names = [r.name for r in recipes]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise FastMnistError(f"recipe {twice[0]} is named twice; to compare a recipe with itself, give one "
+                             f"copy a harmless override, e.g. {twice[0]}[target=99.0]")
+    return recipes
+
+
+def benchmark(recipes: list[Recipe], runs: int, mnist: Mnist, device: torch.device, progress: bool = True,
+              on_run=None) -> dict:
+    """Seeds 0..runs-1, recipes interleaved within each seed, in this process."""
+    distinct(recipes)
+    runner = Runner(mnist, device)
+    results = runner.run_interleaved(recipes, range(runs), progress, on_run)
+    return bench_report(recipes, results, machine_info(device, peaks=True), {
+        "data_load_seconds": mnist.load_seconds,
+        "prepare_seconds": {r.name: runner.data(r).seconds for r in recipes},
+        "warmup_seconds": {r.name: runner.warm(r) for r in recipes},
+        "capture_seconds": {r.name: runner.captures[r.name] for r in recipes}})
+
+
+def bench_study_name(recipes: list[Recipe]) -> str:
+    return "bench|" + "|".join(r.name for r in recipes)
+
+
+def shared_benchmark(recipes: list[Recipe], runs: int, store, runner: Runner | None, on_start=None,
+                     on_result=None, on_wait=None) -> dict:
+    """Seeds 0..runs-1 shared by every worker on the store: each claims a seed and runs every recipe for it,
+    interleaved on its own machine. With no runner, nothing runs: the report is made from what the store
+    holds."""
+    distinct(recipes)
+    if runner is not None:
+        here = machine_info(runner.device, peaks=True)  # measured where the runs are, once per worker
+
+        def run_seed(point: dict, seed: int) -> dict:
+            results = runner.run_interleaved(recipes, [seed])
+            return {"accuracy": results[recipes[0].name][0].accuracy, "recipes": [r.name for r in recipes],
+                    "runs": [results[r.name][0].record() for r in recipes], "machine": here,
+                    "worker": f"{here['hostname']}:{os.getpid()}",
+                    "excluded_seconds": {r.name: runner.excluded_seconds(r) for r in recipes}}
+        run_jobs(store, {job_key(seed=seed): ({}, seed) for seed in range(runs)}, run_seed, on_start,
+                 on_result, on_wait)
+    return stored_bench_report(recipes, store)
+
+
+def stored_bench_report(recipes: list[Recipe], store) -> dict:
+    """Every finished seed in the store, whichever worker ran it, as one bench report; the machine is the
+    one that ran the seeds (the first of them when several did, all of them under `machines`)."""
+    trials = sorted((t for t in store.finished() if "runs" in t.user_attrs), key=lambda t: t.user_attrs["seed"])
+    if not trials:
+        raise FastMnistError(f"the study {store.study.study_name!r} holds no finished runs yet")
+    results = {r.name: [] for r in recipes}
+    machines: dict[str, dict] = {}
+    for trial in trials:
+        by_name = {run["recipe"]: run for run in trial.user_attrs["runs"]}
+        for recipe in recipes:
+            if recipe.name not in by_name:
+                raise FastMnistError(f"the study {store.study.study_name!r} holds no runs of {recipe.name}; "
+                                     f"it has {', '.join(by_name)}")
+            results[recipe.name].append(RunResult(**by_name[recipe.name]))
+        machine = trial.user_attrs["machine"]
+        entry = machines.setdefault(describe(machine) + f" on {machine.get('hostname', '?')}",
+                                    {"machine": machine, "seeds": [], "workers": {}})
+        entry["seeds"].append(trial.user_attrs["seed"])
+        worker = trial.user_attrs.get("worker", "?")
+        entry["workers"][worker] = entry["workers"].get(worker, 0) + 1
+    listed = list(machines.values())
+    return bench_report(recipes, results, listed[0]["machine"], {"excluded_seconds_by_seed": {
+        t.user_attrs["seed"]: t.user_attrs["excluded_seconds"] for t in trials}}, listed)

@@ -1,0 +1,47 @@
+"""Where a result came from: fastmnist's version, the commit of its checkout, and the command line, with
+any password in a URL on it hidden."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fastmnist.version import __version__
+
+URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<at>@)")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it (scheme://user:PASSWORD@host) replaced by ***."""
+    return URL_PASSWORD.sub(r"\g<head>***\g<at>", text)
+
+
+def git_state() -> dict:
+    """The commit of the checkout fastmnist runs from, and whether its tree had changes, read when a record
+    is made; {} when installed from elsewhere (a wheel) or git is absent."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode != 0:
+            return {}
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": commit.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
+
+
+def command_line() -> str:
+    """The command as typed (`fastmnist ...` for the CLI), passwords hidden."""
+    words = ["fastmnist", *sys.argv[1:]] if Path(sys.argv[0]).name in ("fastmnist", "cli.py") else sys.argv
+    return redact(shlex.join(words))
+
+
+def provenance() -> dict:
+    return {"fastmnist_version": __version__, **git_state(), "command": command_line(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

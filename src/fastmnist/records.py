@@ -1,0 +1,83 @@
+"""What a results file says, made from the runs themselves: the head every file carries (kind, provenance,
+the machine that ran, every recipe in full), a recipe's summary row, and the bench report.
+
+Nothing here runs or measures anything: precision and engine come from each run's record, the machine and
+its peaks from the machine that ran (measured there), so a report printed elsewhere says what happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+
+from fastmnist.models import NetSpec, flops_per_image
+from fastmnist.provenance import provenance
+from fastmnist.recipes import Recipe
+from fastmnist.stats import paired_ratio, summarize
+
+TIMED = "model creation, training, test evaluation (as each recipe says)"
+NOT_TIMED = ("data loading/verification, preparation into tensors, one short warm-up run per recipe (and, for "
+             "engine=graph on CUDA, the capture of an epoch)")
+
+
+def recipe_record(recipe: Recipe) -> dict:
+    """The recipe in full, as JSON: a user's network is recorded by its factory's import path."""
+    from fastmnist.userfile import reference_of
+
+    record = asdict(recipe)  # a factory is copied as itself, then replaced by where it comes from
+    if not isinstance(recipe.net, NetSpec):
+        record["net"] = {"factory": reference_of(recipe.net)}
+    record["changes"] = list(recipe.changes)
+    return record
+
+
+def envelope(kind: str, machine: dict, recipes: list[Recipe]) -> dict:
+    """The head of every results file: what it is, where it came from, the machine and the recipes."""
+    return {"kind": kind, "provenance": provenance(), "machine": machine,
+            "recipes": {r.name: recipe_record(r) for r in recipes}}
+
+
+def run_flops(recipe: Recipe, run) -> float:
+    """Training FLOPs for the images seen plus a test pass per evaluation (`run`: a RunResult)."""
+    train, infer = flops_per_image(recipe.net)
+    return run.images_seen * train + len(run.epoch_accuracies) * run.test_images * infer
+
+
+def as_ran(values: list[str]) -> str:
+    """The one value every run recorded, or them all joined when runs differed (a shared bench over unlike
+    machines): a summary never claims more than its runs did."""
+    distinct = sorted(set(values))
+    return distinct[0] if len(distinct) == 1 else "+".join(distinct)
+
+
+def summary_row(recipe: Recipe, runs: list) -> dict:
+    """The statistics of one recipe's runs, its work in FLOPs, the rate achieved, and the precision and
+    engine the runs recorded."""
+    row = {"recipe": recipe.name,
+           **summarize([r.accuracy for r in runs], [r.seconds for r in runs], recipe.target)}
+    flops = float(np.mean([run_flops(recipe, r) for r in runs]))
+    row.update({
+        "diverged": int(sum(r.diverged for r in runs)),
+        "epochs_mean": float(np.mean([r.epochs for r in runs])),
+        "tflop_per_run": float(flops / 1e12),
+        "gflop_per_s": float(flops / 1e9 / row["seconds_median"]),
+        "precision": as_ran([r.precision for r in runs]),
+        "engine": as_ran([r.engine for r in runs]),
+    })
+    return row
+
+
+def bench_report(recipes: list[Recipe], results: dict[str, list], machine: dict, timing: dict,
+                 machines: list[dict] | None = None) -> dict:
+    """The bench report from runs grouped by recipe, each list in the same seed order, so that the i-th
+    runs of two recipes are a pair measured back to back on one machine."""
+    summary = [summary_row(r, results[r.name]) for r in recipes]
+    reference = [r.seconds for r in results[recipes[0].name]]
+    for row, recipe in zip(summary, recipes):
+        row["median_time_ratio_vs_first"] = paired_ratio(reference, [r.seconds for r in results[recipe.name]])
+    report = {**envelope("bench", machine, recipes), "timing": {"includes": TIMED, "excludes": NOT_TIMED, **timing},
+              "summary": summary, "runs": [r.record() for recipe in recipes for r in results[recipe.name]]}
+    if machines is not None:
+        report["machines"] = machines
+    return report
