@@ -62,8 +62,18 @@ def test_no_network_download_fails_with_advice(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError("network unreachable")
     monkeypatch.setattr(pooch, "retrieve", offline)
-    with pytest.raises(DataError, match="without network, point --data-dir or FASTMNIST_DATA"):
-        load_mnist(tmp_path / "empty", allow_download=True)
+    with pytest.raises(DataError) as raised:
+        load_mnist(tmp_path / "new" / "empty", allow_download=True)
+    advice, detail = str(raised.value).splitlines()  # the advice first, in one short line; the why after
+    assert advice.startswith("could not download MNIST: no network?") and len(advice) < 160
+    assert "(--data-dir)" in advice and "FASTMNIST_DATA" not in advice  # --data-dir overrides it
+    assert "network unreachable" in detail
+    assert not (tmp_path / "new").exists()  # the folders made for the download are gone again
+    monkeypatch.setenv("FASTMNIST_DATA", str(tmp_path / "env"))
+    monkeypatch.setattr("fastmnist.data.default_data_dir", lambda: tmp_path / "user-data")
+    with pytest.raises(DataError, match="no network\\? set FASTMNIST_DATA"):
+        load_mnist(allow_download=True, use_cache=False)
+    assert not (tmp_path / "env").exists()
 
 
 def test_raw_and_dotted_spellings_are_found(tmp_path, real_mnist):
@@ -123,3 +133,30 @@ def test_unwritable_cache_is_reported_not_claimed(real_mnist, monkeypatch):
     monkeypatch.setenv("FASTMNIST_CACHE", "/proc/fastmnist-cache")
     mnist = load_mnist(real_mnist.source)
     assert mnist.cache.startswith("not written")
+
+
+def test_a_gzip_bomb_under_an_mnist_name_is_refused_without_expanding_it(tmp_path):
+    import gzip
+
+    from fastmnist.data import read_bytes
+
+    spec = FILES[1]  # train labels: 60,008 bytes uncompressed
+    bomb = tmp_path / (spec.stem + ".gz")
+    with gzip.open(bomb, "wb", compresslevel=1) as handle:
+        for _ in range(64):
+            handle.write(bytes(1 << 20))  # 64 MiB of zeros, ~64 KB on disk
+    with pytest.raises(DataError, match="larger than train-labels-idx1-ubyte is \\(60008 bytes"):
+        read_bytes(bomb, spec)
+    raw = tmp_path / spec.stem
+    raw.write_bytes(bytes(spec.size + 1))
+    with pytest.raises(DataError, match="larger than"):
+        read_bytes(raw, spec)
+
+
+def test_data_dir_that_is_a_file_or_cannot_be_made_is_one_line(tmp_path):
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        load_mnist(a_file, allow_download=True)
+    with pytest.raises(DataError, match="cannot create .* to download MNIST into"):
+        load_mnist(a_file / "below", allow_download=True)

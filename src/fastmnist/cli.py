@@ -8,6 +8,7 @@ on stderr; 3 a training run diverged; 130 interrupted (Ctrl-C); 143 terminated (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -27,17 +28,34 @@ def positive_int(text: str) -> int:
     return bounded_int(text, 1)
 
 
-def non_negative_int(text: str) -> int:
-    return bounded_int(text, 0)
+MAX_SEED = 2 ** 63 - 1  # what every RNG PyTorch seeds accepts
 
 
-def bounded_int(text: str, low: int) -> int:
+def seed_int(text: str) -> int:
+    return bounded_int(text, 0, MAX_SEED)
+
+
+def thread_count(text: str) -> int:
+    """More threads than cores only makes them wait for each other (999 stalled a 2-core machine)."""
+    import os
+
+    cores = os.cpu_count() or 1
+    value = bounded_int(text, 1)
+    if value > cores:
+        raise argparse.ArgumentTypeError(f"{value} is more threads than this machine's {cores} cores; workers "
+                                         f"sharing it should split them (e.g. {cores} workers with --threads 1)")
+    return value
+
+
+def bounded_int(text: str, low: int, high: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < low:
         raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"{value} is too large (at most {high})")
     return value
 
 
@@ -50,7 +68,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 def add_common(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto picks CUDA when available (default: auto)")
-    parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch (default: its own choice)")
+    parser.add_argument("--threads", type=thread_count, help="CPU threads for PyTorch, at most the cores "
+                        "(default: its own choice; workers sharing a machine should split its cores)")
     add_data_args(parser)
     parser.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
                         help="no progress bars or per-run/per-epoch lines")
@@ -66,13 +85,17 @@ def load_data(args):
 
 
 def setup(args):
-    """Threads, device and data, all before any clock starts."""
+    """Threads, device and data, all before any clock starts; a warning when the machine is already busy."""
     import torch
 
     from fastmnist.device import pick_device
+    from fastmnist.machine import busy
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    warning = busy()
+    if warning:
+        stderr(f"fastmnist: warning: {warning}")
     device = pick_device(args.device)
     return device, load_data(args)
 
@@ -104,7 +127,7 @@ def cmd_train(args) -> int:
                                     on_epoch=epoch_printer(args, recipe))
     excluded = record["excluded_seconds"]
     if args.json:
-        print(json.dumps(record))
+        print(json.dumps(record), file=args.out_json)
     else:
         flag = "  DIVERGED (NaN/inf in the loss, weights or outputs, or ended at chance)" if result.diverged else ""
         print(f"{recipe.name}: test accuracy {result.accuracy:.2f}% after {result.epochs} epoch(s) in "
@@ -153,6 +176,7 @@ def cmd_bench(args) -> int:
         on_start=lambda point, seed: say(f"bench: running seed {seed} ({len(recipes)} recipe(s))"),
         on_wait=lambda count: say(f"bench: waiting for {count} seed(s) held by other workers; a worker "
                                   f"that stops beating is taken as gone after {args.stale_after:g} s"))
+    report["asked_as"] = {r.name: name for r, name in zip(recipes, args.recipes) if r.name != name and ".py:" not in name}
     print(bench_table(report))
     if args.out:
         write_or_fallback(args.out, lambda path: write_json(path, report), "the bench report")
@@ -174,16 +198,23 @@ def cmd_ladder(args) -> int:
     from pathlib import Path
 
     from fastmnist import commands
-    from fastmnist.stages import parse_stages
     from fastmnist.output import check_folder, check_writable
+    from fastmnist.stages import expected_duration, parse_stages
 
     stages = parse_stages(args.stages)
+    made = not Path(args.out).exists()
     out_dir = check_folder(Path(args.out), "--out")
-    for name in ("ladder.json", "ladder.md", "ladder.png"):
-        check_writable(out_dir / name, "--out")
-    device, mnist = setup(args)
-    report, paths = commands.ladder(stages, args.runs, mnist, device, out_dir, progress=not args.quiet)
-    print(paths[1].read_text())
+    try:
+        for name in ("ladder.json", "ladder.md", "ladder.png"):
+            check_writable(out_dir / name, "--out")
+        if not args.quiet:
+            stderr(expected_duration(stages, args.runs, out_dir))
+        device, mnist = setup(args)
+        _, paths = commands.ladder(stages, args.runs, mnist, device, out_dir, progress=not args.quiet, show=print)
+    except BaseException:
+        if made and not any(out_dir.iterdir()):  # stopped before the first stage finished: leave no trace
+            out_dir.rmdir()
+        raise
     print(f"wrote {', '.join(map(str, paths))}")
     return 0
 
@@ -192,7 +223,7 @@ def cmd_sweep(args) -> int:
     from pathlib import Path
 
     from fastmnist import commands
-    from fastmnist.output import check_folder, write_json, write_text
+    from fastmnist.output import check_folder, write_json, write_results, write_text
     from fastmnist.recipes import get_recipe
     from fastmnist.report import sweep_plots, sweep_table
 
@@ -216,10 +247,11 @@ def cmd_sweep(args) -> int:
     print(table)
     print(f"runs: {record['runs_total']} in this sweep, {record['runs_run_here']} run now by this worker, "
           f"{record['runs_reused']} reused from the store (run earlier, or by other workers)")
-    write_json(out_dir / "sweep.json", record)
-    write_text(out_dir / "sweep.md", "```\n" + table + "\n```\n")
-    pictures = sweep_plots(record, out_dir)
-    print(f"wrote {out_dir / 'sweep.json'}, {out_dir / 'sweep.md'}, {', '.join(map(str, pictures))}")
+    written = write_results([
+        (out_dir / "sweep.json", lambda path: write_json(path, record), "the sweep's record"),
+        (out_dir / "sweep.md", lambda path: write_text(path, "```\n" + table + "\n```\n"), "the sweep's table"),
+        *sweep_plots(record, out_dir)])
+    print(f"wrote {', '.join(map(str, written))}")
     return 0
 
 
@@ -235,7 +267,7 @@ def cmd_evaluate(args) -> int:
     mnist = load_data(args)
     result = evaluate_model(model, mnist)
     if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "predicted"} | {"model": info}))
+        print(json.dumps({k: v for k, v in result.items() if k != "predicted"} | {"model": info}), file=args.out_json)
     else:
         trained = ", ".join(f"{k} {v}" for k, v in info.items())
         print(f"model: {args.model} ({trained})")
@@ -255,12 +287,14 @@ def cmd_predict(args) -> int:
     model, _ = load_model(args.model)
     records = predict_files(model, args.images)
     if args.json:
-        print(json.dumps(records))
+        print(json.dumps(records), file=args.out_json)
     for record in records:
         if "error" in record:
             stderr(f"fastmnist: error: {record['error']}")
         elif not args.json:
             print(f"{record['file']}: {record['digit']} (p={record['probability']:.3f})")
+        if "note" in record:
+            stderr(f"fastmnist: note: {record['file']}: {record['note']}")
     return 2 if any("error" in r for r in records) else 0
 
 
@@ -303,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one recipe, print test accuracy and time")
     p.add_argument("--recipe", default="fastest", help="recipe: a built-in name (see `fastmnist recipes`), "
                    "NAME[key=value,...] or FILE.py:NAME (default: fastest)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="RNG seed, >= 0 (default: 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="RNG seed, 0 to 2^63-1 (default: 0)")
     p.add_argument("--save", metavar="PATH", help="write the trained weights (safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run")
@@ -375,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        return args.func(args)
+    args.out_json = sys.stdout  # with --json, only the JSON goes there: whatever else prints (a user's recipe
+    try:                        # file at import, say) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else contextlib.nullcontext():
+            return args.func(args)
     except FastMnistError as exc:
         stderr(f"fastmnist: error: {exc}")
         return exc.exit_code

@@ -14,7 +14,7 @@ import torch
 
 from fastmnist.data import Mnist
 from fastmnist.errors import FastMnistError
-from fastmnist.machine import machine_info
+from fastmnist.machine import load_average, machine_info
 from fastmnist.provenance import redact
 from fastmnist.recipes import Recipe
 from fastmnist.records import envelope
@@ -27,11 +27,18 @@ Load = Callable[[], tuple[torch.device, Mnist]]  # threads, device and data, cal
 def train(recipe: Recipe, seed: int, mnist: Mnist, device: torch.device, warmup: bool = True,
           on_epoch=None) -> tuple[RunResult, dict]:
     """One warm run, and its record: the run, what was excluded from its clock, the machine, provenance."""
+    start = load_average()
     runner = Runner(mnist, device, warmup=warmup, on_epoch=on_epoch)
     result = runner.run(recipe, seed)
     record = {**envelope("train", machine_info(device), [recipe]), **result.record(), "device": device.type,
               "excluded_seconds": runner.excluded_seconds(recipe)}
-    return result, record
+    return result, with_load(record, start)
+
+
+def with_load(record: dict, start: list[float] | None) -> dict:
+    """The record with the machine's load average when the command started and now: a busy machine
+    explains slow figures."""
+    return {**record, "load_average": {"start": start, "end": load_average()}}
 
 
 def bench(recipes: list[Recipe], runs: int, load: Load, storage: str | None = None, study: str | None = None,
@@ -43,9 +50,10 @@ def bench(recipes: list[Recipe], runs: int, load: Load, storage: str | None = No
 
     if report_only and not storage:
         raise FastMnistError("--report reads a shared bench: give its --storage URL (and --study if named)")
+    start = load_average()
     if not storage:
         device, mnist = load()
-        return benchmark(recipes, runs, mnist, device, progress, on_run)
+        return with_load(benchmark(recipes, runs, mnist, device, progress, on_run), start)
     from fastmnist.store import open_store
 
     study = study or bench_study_name(recipes)
@@ -55,7 +63,7 @@ def bench(recipes: list[Recipe], runs: int, load: Load, storage: str | None = No
         device, mnist = load()
         runner = Runner(mnist, device)
     report = shared_benchmark(recipes, runs, store, runner, on_start, on_wait=on_wait)
-    return {**report, "study": study, "storage": redact(storage)}
+    return with_load({**report, "study": study, "storage": redact(storage)}, start)
 
 
 def sweep(recipe: Recipe, params: list[str], runs: int, load: Load, rounds: int = 1,
@@ -66,6 +74,7 @@ def sweep(recipe: Recipe, params: list[str], runs: int, load: Load, rounds: int 
     from fastmnist.search import SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner
     from fastmnist.store import open_store
 
+    start = load_average()
     spec = SweepSpec(recipe, parse_params(recipe, params), runs, rounds, objective, target)
     study = study or default_study_name(spec)
     store = open_store(storage, study, stale_after)  # a bad URL is one line before any data is loaded
@@ -74,17 +83,20 @@ def sweep(recipe: Recipe, params: list[str], runs: int, load: Load, rounds: int 
         on_resume(store.finished_count())
     record = coordinate_ascent(spec, store, real_job_runner(spec, Runner(mnist, device)), on_start, on_result,
                                on_wait)
-    return {**envelope("sweep", machine_info(device), [recipe]), **record, "objective": objective,
-            "target": target, "runs_per_point": runs, "study": study,
-            "storage": redact(storage) if storage else "(in memory)"}
+    return with_load({**envelope("sweep", machine_info(device), [recipe]), **record, "objective": objective,
+                      "target": target, "runs_per_point": runs, "study": study,
+                      "storage": redact(storage) if storage else "(in memory)"}, start)
 
 
 def ladder(stages: list[Recipe], runs: int, mnist: Mnist, device: torch.device, out_dir: str | Path,
-           progress: bool = False, on_epoch=None) -> tuple[dict, list[Path]]:
-    """Each stage's runs into OUT/ladder.json (kept after every stage), then OUT/ladder.md and .png."""
+           progress: bool = False, on_epoch=None, show=None) -> tuple[dict, list[Path]]:
+    """Each stage's runs into OUT/ladder.json (kept after every stage), then OUT/ladder.md and .png;
+    `show(table)` is given the table before those are written, so a full disk cannot take it away."""
+    from fastmnist.report import ladder_markdown, write_ladder_report
     from fastmnist.stages import run_ladder
-    from fastmnist.report import write_ladder_report
 
     out_dir = Path(out_dir)
     report = run_ladder(stages, runs, mnist, device, out_dir, progress, on_epoch)
+    if show:
+        show(ladder_markdown(report))
     return report, [out_dir / "ladder.json", *write_ladder_report(report, out_dir)]

@@ -6,6 +6,7 @@ returns verified uint8 arrays, from a cache when it holds exactly the canonical 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -39,6 +40,11 @@ class IdxFile:
         """SHA-256 of the IDX file this array would be: header then bytes, as the canonical hash covers."""
         header = self.magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
         return hashlib.sha256(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()).hexdigest()
+
+    @property
+    def size(self) -> int:
+        """Bytes of the uncompressed IDX file: header then pixels or labels."""
+        return 4 + 4 * len(self.shape) + int(np.prod(self.shape))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -105,14 +111,35 @@ def locate(data_dir=None) -> tuple[Path | None, list[Path]]:
     return None, dirs
 
 
-def read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DataError(f"{path}: not a valid gzip file, truncated or corrupt ({exc})") from None
+READ_CHUNK = 1 << 20
+
+
+def read_bytes(path: Path, spec: IdxFile) -> bytes:
+    """The file's IDX bytes, raw or gunzipped in chunks, never more than one byte past the size MNIST's file
+    has: a larger file (a gzip bomb under an MNIST name) is refused without being expanded."""
+    too_big = DataError(f"{path}: larger than {spec.stem} is ({spec.size} bytes uncompressed): not an MNIST file")
+    with open(path, "rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"
+        handle.seek(0)
+        if not compressed:
+            content = handle.read(spec.size + 1)
+            if len(content) > spec.size:
+                raise too_big
+            return content
+        parts, total = [], 0
+        try:
+            with gzip.GzipFile(fileobj=handle) as stream:
+                while total <= spec.size:
+                    chunk = stream.read(min(READ_CHUNK, spec.size + 1 - total))
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    total += len(chunk)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise DataError(f"{path}: not a valid gzip file, truncated or corrupt ({exc})") from None
+    if total > spec.size:
+        raise too_big
+    return b"".join(parts)
 
 
 def parse_idx(content: bytes, spec: IdxFile, where: str) -> np.ndarray:
@@ -142,7 +169,7 @@ def read_folder(folder: Path) -> dict[str, np.ndarray]:
         path = find_file(folder, spec)
         if path is None:
             raise DataError(f"missing {spec.stem} (or .gz) in {folder}")
-        content = read_bytes(path)
+        content = read_bytes(path, spec)
         array = parse_idx(content, spec, str(path))
         digest = hashlib.sha256(content).hexdigest()
         if digest != spec.sha256:
@@ -152,11 +179,27 @@ def read_folder(folder: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def download(folder: Path) -> None:
-    """Fetch the four .gz files from the public mirrors into `folder`, verified by MD5."""
+def download(folder: Path, hint: str) -> None:
+    """Fetch the four .gz files from the public mirrors into `folder`, verified by MD5. A failure leaves
+    nothing behind (a folder made for the download is removed again) and says first what to do (`hint`),
+    then, on a second line, what went wrong."""
     import pooch  # only needed here; keeps `import fastmnist` light
 
-    folder.mkdir(parents=True, exist_ok=True)
+    made = [parent for parent in [folder, *folder.parents] if not parent.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {folder} to download MNIST into ({exc.strerror or exc}); {hint}") from None
+    try:
+        fetch_all(folder, pooch, hint)
+    except BaseException:
+        for empty in made:  # innermost first: only folders this download made, and only if still empty
+            with contextlib.suppress(OSError):
+                empty.rmdir()
+        raise
+
+
+def fetch_all(folder: Path, pooch, hint: str) -> None:
     for spec in FILES:
         if find_file(folder, spec):
             continue
@@ -169,8 +212,8 @@ def download(folder: Path) -> None:
             except Exception as exc:  # network errors come in many types; we report them all
                 errors.append(f"{mirror}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         else:
-            raise DataError(f"could not download {spec.stem}.gz ({'; '.join(errors)}); without network, "
-                            f"point --data-dir or FASTMNIST_DATA at a folder holding the four MNIST files")
+            raise DataError(f"could not download MNIST: no network? {hint}\n"
+                            f"  ({spec.stem}.gz: {'; '.join(errors)})"[:600])
 
 
 def cache_path() -> Path:
@@ -213,15 +256,18 @@ def load_mnist(data_dir=None, allow_download: bool = False, use_cache: bool = Tr
         if env and locate(env)[0] is None:
             warn(f"FASTMNIST_DATA={env} holds no MNIST files; using the verified cache {cache_path()}")
         return Mnist(**cached, source=str(cache_path()), load_seconds=time.perf_counter() - start, cache="read")
+    if data_dir is not None and Path(data_dir).expanduser().exists() and not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"--data-dir {data_dir}: is a file, not a folder")
     folder, looked = locate(data_dir)
+    hint = (f"put the four MNIST files in {data_dir} (--data-dir)" if data_dir is not None else
+            "set FASTMNIST_DATA (or --data-dir) to a folder holding the four MNIST files")
     if folder is None:
         if not allow_download:
             missing = [spec.stem for spec in FILES if not find_file(looked[0], spec)]
             raise DataError(f"MNIST not found: missing {', '.join(missing)} (looked in "
-                            f"{', '.join(map(str, looked))}); run without --offline to download it, or set "
-                            f"FASTMNIST_DATA to a folder holding the four files")
+                            f"{', '.join(map(str, looked))}); run without --offline to download it, or {hint}")
         folder = looked[0]
-        download(folder)
+        download(folder, hint)
     arrays = read_folder(folder)
     cache = "not used"
     if use_cache:

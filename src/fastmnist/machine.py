@@ -64,6 +64,24 @@ def machine_info(device: torch.device, peaks: bool = False) -> dict:
     return info
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none): recorded at the start and end of
+    every timed command, since two processes on 2 cores make every figure ~40x slower."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy() -> str | None:
+    """A one-line warning when the machine is already loaded beyond its cores, else None."""
+    load, cores = load_average(), os.cpu_count() or 1
+    if load is None or load[0] <= cores:
+        return None
+    return (f"this machine is busy (load {load[0]:.1f} on {cores} cores): timings will be slow and noisy; "
+            f"workers sharing a machine should split its cores (--threads 1 each on 2 cores)")
+
+
 def describe(info: dict) -> str:
     """One line: the processor that ran, its ISA and threads; enough to tell two machines apart."""
     where = info["gpu"] if info["device"] == "cuda" else info["cpu_model"]

@@ -96,15 +96,31 @@ def fallback_path(path: Path) -> Path:
 def write_or_fallback(path, writer: Callable[[Path], object], what: str) -> Path:
     """Write with `writer(path)`; if that fails, write to a fallback file and raise OutputError naming it,
     so finished work is never lost to a full disk or a permission changed mid-run."""
-    try:
-        writer(Path(path))
-        return Path(path)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-    spare = fallback_path(Path(path))
-    try:
-        writer(spare)
-    except OSError as exc:
-        raise OutputError(f"could not write {what} to {path} ({reason}), nor to {spare} "
-                          f"({exc.strerror or exc}); the result above is all that is left") from None
-    raise OutputError(f"could not write {what} to {path} ({reason}); saved it to {spare} instead")
+    return write_results([(Path(path), writer, what)])[0]
+
+
+def write_results(writes: list[tuple[Path, Callable[[Path], object], str]]) -> list[Path]:
+    """Every (path, writer, what) of a finished command, each tried even when one before it failed; what
+    could not be written where asked goes to a fallback file, and one OutputError (exit 1) then names them
+    all. Returns the paths written."""
+    written, failures = [], []
+    for path, writer, what in writes:
+        try:
+            writer(Path(path))
+            written.append(Path(path))
+            continue
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        spare = fallback_path(Path(path))
+        try:
+            writer(spare)
+        except OSError as exc:
+            failures.append(f"could not write {what} to {path} ({reason}), nor to {spare} ({exc.strerror or exc}); "
+                            f"the result above is all that is left")
+            spare.unlink(missing_ok=True)
+            continue
+        written.append(spare)
+        failures.append(f"could not write {what} to {path} ({reason}); saved it to {spare} instead")
+    if failures:
+        raise OutputError("; ".join(failures))
+    return written

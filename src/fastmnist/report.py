@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from fastmnist.machine import describe, peak_gflops
 from fastmnist.models import NetSpec
-from fastmnist.output import save_figure, write_text
+from fastmnist.output import save_figure, write_results, write_text
 from fastmnist.recipes import RECIPES, Recipe, changes_from_parent
 from fastmnist.records import recipe_record
 from fastmnist.stats import format_p, plus_minus
@@ -35,13 +37,16 @@ def machine_line(machine: dict) -> str:
 
 
 def bench_table(report: dict) -> str:
-    width = max(12, *(len(row["recipe"]) for row in report["summary"]))
+    asked = report.get("asked_as", {})  # `fastest` as the user typed it: 'fastest (stage19)'
+    label = {row["recipe"]: f"{asked[row['recipe']]} ({row['recipe']})" if row["recipe"] in asked else row["recipe"]
+             for row in report["summary"]}
+    width = max(12, *(len(text) for text in label.values()))
     target = report["summary"][0]["target"]
     lines = [f"{'recipe':<{width}} {'runs':>4} {'accuracy %':>15} {f'>={target:g}%':>6} {'p':>6} {'seconds':>15} "
              f"{'median s':>9} {'ratio':>6} {'TFLOP':>6} {'GFLOP/s':>8}  precision, engine"]
     for row in report["summary"]:
         lines.append(
-            f"{row['recipe']:<{width}} {row['runs']:>4} {plus_minus(row['accuracy_mean'], row['accuracy_std']):>15} "
+            f"{label[row['recipe']]:<{width}} {row['runs']:>4} {plus_minus(row['accuracy_mean'], row['accuracy_std']):>15} "
             f"{100 * row['share_reaching_target']:>5.0f}% {format_p(row.get('p_value')):>6} "
             f"{plus_minus(row['seconds_mean'], row['seconds_std']):>15} "
             f"{row['seconds_median']:>9.2f} {row['median_time_ratio_vs_first']:>6.2f} "
@@ -157,11 +162,11 @@ def ladder_plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_ladder_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
-    md, png = Path(out_dir) / "ladder.md", Path(out_dir) / "ladder.png"
-    write_text(md, ladder_markdown(report))
-    ladder_plot(report, png)
-    return md, png
+def write_ladder_report(report: dict, out_dir: Path) -> list[Path]:
+    """ladder.md and ladder.png beside ladder.json; what cannot be written goes to a named fallback file."""
+    return write_results([(Path(out_dir) / "ladder.md", lambda p: write_text(p, ladder_markdown(report)),
+                           "the ladder table"),
+                          (Path(out_dir) / "ladder.png", lambda p: ladder_plot(report, p), "the ladder picture")])
 
 
 def sweep_table(record: dict) -> str:
@@ -182,28 +187,33 @@ def sweep_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def sweep_plots(record: dict, out_dir: Path) -> list[Path]:
-    """One picture per parameter: mean accuracy vs value, error bars one standard error, target line."""
+def sweep_plots(record: dict, out_dir: Path) -> list[tuple[Path, Callable[[Path], Path], str]]:
+    """One picture per parameter (mean accuracy vs value, error bars one standard error, target line), as
+    (path, writer, what) for `write_results`."""
+    return [(Path(out_dir) / f"sweep-{name}.png", functools.partial(sweep_plot, record, name), f"the {name} picture")
+            for name in dict.fromkeys(p["param"] for p in record["phases"])]
+
+
+def sweep_plot(record: dict, name: str, path: Path) -> Path:
     plt = pyplot()
-    paths = []
-    for name in dict.fromkeys(p["param"] for p in record["phases"]):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for phase in (p for p in record["phases"] if p["param"] == name):
-            points = phase["points"]
-            if all(isinstance(s["value"], (int, float)) for s in points):
-                points = sorted(points, key=lambda s: s["value"])  # numbers read left to right
-            ax.errorbar([str(s["value"]) for s in points], [s["accuracy_mean"] for s in points],
-                        yerr=[s["accuracy_se"] or 0 for s in points], fmt="o-", capsize=4,
-                        label=f"round {phase['round']} (kept {phase['chosen']})")
-        ax.axhline(record["target"], color="red", linestyle=":", label=f"{record['target']:g}%")
-        ax.set_xlabel(name)
-        ax.set_ylabel("test accuracy % (mean +- SE)")
-        ax.set_title(f"sweep: {name}")
-        ax.legend()
-        fig.tight_layout()
-        paths.append(save_figure(fig, Path(out_dir) / f"sweep-{name}.png"))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for phase in (p for p in record["phases"] if p["param"] == name):
+        points = phase["points"]
+        if all(isinstance(s["value"], (int, float)) for s in points):
+            points = sorted(points, key=lambda s: s["value"])  # numbers read left to right
+        ax.errorbar([str(s["value"]) for s in points], [s["accuracy_mean"] for s in points],
+                    yerr=[s["accuracy_se"] or 0 for s in points], fmt="o-", capsize=4,
+                    label=f"round {phase['round']} (kept {phase['chosen']})")
+    ax.axhline(record["target"], color="red", linestyle=":", label=f"{record['target']:g}%")
+    ax.set_xlabel(name)
+    ax.set_ylabel("test accuracy % (mean +- SE)")
+    ax.set_title(f"sweep: {name}")
+    ax.legend()
+    fig.tight_layout()
+    try:
+        return save_figure(fig, path)
+    finally:
         plt.close(fig)
-    return paths
 
 
 def evaluation_text(result: dict) -> str:

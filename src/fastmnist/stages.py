@@ -13,9 +13,9 @@ from tqdm import tqdm
 
 from fastmnist.errors import FastMnistError
 from fastmnist.models import flops_per_image
-from fastmnist.output import write_json
+from fastmnist.output import write_json, write_or_fallback
 from fastmnist.recipes import LADDER, Recipe, changes_from_parent, get_recipe
-from fastmnist.machine import machine_info
+from fastmnist.machine import load_average, machine_info
 from fastmnist.records import envelope, summary_row
 from fastmnist.runner import Runner
 
@@ -84,6 +84,7 @@ def run_ladder(stages: list[Recipe], runs: int, mnist, device, out_dir: Path, pr
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} TFLOP [{elapsed}<{remaining}]")
     for recipe in stages:
         bar.set_description(recipe.name)
+        load_start = load_average()
         results = runner.run_interleaved([recipe], range(runs),
                                          on_run=lambda _: bar.update(estimated_tflop(recipe)))[recipe.name]
         head = envelope("ladder-stage", machine, [recipe])
@@ -95,11 +96,37 @@ def run_ladder(stages: list[Recipe], runs: int, mnist, device, out_dir: Path, pr
             "runs": [r.record() for r in results],
             "machine": head["machine"],
             "provenance": head["provenance"],
+            "load_average": {"start": load_start, "end": load_average()},
         }
         report["stages"] = dict(sorted(report["stages"].items(), key=lambda kv: ladder_position(kv[0])))
-        write_json(path, report)
+        write_or_fallback(path, lambda target: write_json(target, report), "the ladder's runs")
     bar.close()
     return report
+
+
+RECORDED_LADDER = Path(__file__).resolve().parents[2] / "results" / "ladder" / "ladder.json"  # in a checkout
+
+
+def expected_duration(stages: list[Recipe], runs: int, out_dir: Path) -> str:
+    """One line before a ladder starts: how long it should take, from the seconds per run recorded for these
+    stages (in OUT/ladder.json, else in the project's own results), with where they were measured."""
+    total, machines, unknown = 0.0, set(), []
+    recorded = [load_ladder(path)["stages"] for path in (Path(out_dir) / "ladder.json", RECORDED_LADDER)
+                if path.is_file()]
+    for recipe in stages:
+        stage = next((r[recipe.name] for r in recorded if recipe.name in r), None)
+        if stage is None:
+            unknown.append(recipe.name)
+            continue
+        total += runs * (stage["summary"]["seconds_mean"] + stage["excluded_seconds"].get("warmup", 0.0) / runs)
+        machines.add(stage["machine"].get("cpu_model") or stage["machine"].get("gpu", "?"))
+    if not total:
+        return f"ladder: {len(stages)} stage(s) x {runs} run(s); no recorded times to estimate the duration from"
+    hours, rest = divmod(int(total), 3600)
+    length = f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
+    missing = f", not counting {', '.join(unknown)} (no recorded time)" if unknown else ""
+    return (f"ladder: {len(stages)} stage(s) x {runs} run(s): about {length} as recorded on "
+            f"{', '.join(sorted(machines))}{missing}; Ctrl-C keeps every finished stage")
 
 
 def load_ladder(path: Path) -> dict:

@@ -11,6 +11,8 @@ dropped quietly. Everything is in Optuna's own schema: `optuna.load_study` reads
 from __future__ import annotations
 
 import json
+import os
+import platform
 import random
 import threading
 import time
@@ -98,6 +100,26 @@ def creation_race(exc: Exception) -> bool:
                                          "database is locked"))
 
 
+def this_worker() -> str:
+    """host:pid, the name a worker's claims carry."""
+    return f"{platform.node()}:{os.getpid()}"
+
+
+def gone(worker: str | None) -> bool | None:
+    """Whether the worker that holds a job is a process of this host that no longer exists (True), one
+    that still does, however busy (False), or another host's, known only by its heartbeats (None)."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != platform.node() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: it exists
+        return False
+    return False
+
+
 def beats(storage) -> bool:
     """Whether the storage keeps heartbeats (an RDB storage opened here does; one in memory, shared by
     no one, needs none)."""
@@ -146,14 +168,26 @@ class JobStore:
         return len(self.finished())
 
     def fail_stale(self) -> None:
-        """RUNNING trials whose heartbeat stopped belong to a worker that died (kill -9, power loss)."""
-        optuna.storages.fail_stale_trials(self.study)
+        """Take back the jobs of workers that are gone: at once when the worker was a process of this host
+        that no longer exists (kill -9, a crash); after the grace period without a heartbeat when it ran
+        elsewhere (a lost machine). A live process of this host keeps its job however late its heartbeat:
+        on a saturated machine a heartbeat can be starved, and taking the job over would run it twice."""
+        storage = self.study._storage
+        stale = set(storage._get_stale_trial_ids(self.study._study_id)) if beats(storage) else set()
+        for trial in self.trials((TrialState.RUNNING,)):
+            holder = gone(trial.user_attrs.get("worker"))
+            if holder or (holder is None and trial._trial_id in stale):
+                try:
+                    storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                except UpdateFinishedTrialError:
+                    pass  # finished or failed by someone else meanwhile
 
     def claim(self, key: str):
         """A trial that owns `key`, or None if another worker's trial has it."""
         trial = self.study.ask()
         if beats(self.study._storage):
             self.study._storage.record_heartbeat(trial._trial_id)  # from its first moment, or never stale
+        trial.set_user_attr("worker", this_worker())
         trial.set_user_attr("job", key)
         owners = [t.number for t in self.trials() if t.user_attrs.get("job") == key]
         if min(owners) != trial.number:

@@ -34,32 +34,57 @@ def evaluate_model(model: torch.nn.Module, mnist: Mnist) -> dict:
             "predicted": predicted}
 
 
-def read_grey(path: str | Path) -> np.ndarray:
-    """An image file as grey values in [0, 1]. Transparency is composited onto white paper first, so a
-    black digit on a transparent background stays a black digit."""
+def read_grey(path: str | Path) -> tuple[np.ndarray, str | None]:
+    """An image file as grey values in [0, 1], whatever Pillow mode it comes in, and a note when something
+    about it was decided for the user (a multi-page file's first page). Transparency is composited onto
+    white paper first, so a black digit on a transparent background stays a black digit; 16-bit, 32-bit
+    and float greys are scaled by their own range, not clipped at 255."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # a warning is not an answer
             with Image.open(path) as img:
-                if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-                    rgba = img.convert("RGBA")
-                    img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-                return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+                pages = getattr(img, "n_frames", 1)
+                note = f"{pages} pages: used the first" if pages > 1 else None
+                return grey_values(img), note
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise FastMnistError(f"{path}: image too large (over {Image.MAX_IMAGE_PIXELS // 1_000_000} million "
                              f"pixels); scale it down first") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, TypeError) as exc:
         raise FastMnistError(f"{path}: not a readable image ({type(exc).__name__})") from None
+
+
+WIDE_GREYS = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
+
+
+def grey_values(img) -> np.ndarray:
+    from PIL import Image
+
+    if img.mode in WIDE_GREYS or img.mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        if img.mode in WIDE_GREYS:
+            top = WIDE_GREYS[img.mode]
+        elif img.mode == "F" and values.max() <= 1.0:
+            top = 1.0  # floats already in [0, 1]
+        else:  # 32-bit integers or floats: 8-bit, 16-bit or their own range
+            top = next((t for t in (255.0, 65535.0) if values.max() <= t), float(values.max()))
+        return np.clip(values / top, 0.0, 1.0)
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
 
 
 def to_mnist_format(path: str | Path) -> np.ndarray:
     """An image file of one digit, made the way MNIST was: grey, ink bright on black, the digit fitted into
     20x20 keeping its aspect ratio, then centred by its centre of mass in 28x28. Returns uint8 (28, 28)."""
+    return mnist_from_grey(read_grey(path)[0], path)
+
+
+def mnist_from_grey(grey: np.ndarray, path: str | Path) -> np.ndarray:
     from PIL import Image
 
-    grey = read_grey(path)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     if np.median(border) > 0.5:  # dark ink on light paper: MNIST is light ink on black
         grey, border = 1.0 - grey, 1.0 - border
@@ -90,13 +115,15 @@ def predict_files(model: torch.nn.Module, paths: list[str]) -> list[dict]:
     records = []
     for path in paths:
         try:
-            image = to_mnist_format(path)
+            grey, note = read_grey(path)
+            image = mnist_from_grey(grey, path)
         except FastMnistError as exc:
             records.append({"file": str(path), "error": str(exc)})
             continue
         probabilities = log_probabilities(model, image[None]).exp()[0]
         digit = int(probabilities.argmax())
-        records.append({"file": str(path), "digit": digit, "probability": float(probabilities[digit])})
+        records.append({"file": str(path), "digit": digit, "probability": float(probabilities[digit]),
+                        **({"note": note} if note else {})})
     return records
 
 
@@ -105,7 +132,8 @@ def export_onnx(model: torch.nn.Module, mnist: Mnist) -> tuple[bytes, dict]:
     try:
         import onnxruntime
     except ImportError:
-        raise FastMnistError("ONNX export needs onnx and onnxruntime: pip install 'fastmnist[onnx]'") from None
+        raise FastMnistError("ONNX export needs onnx and onnxruntime: pip install -e '.[onnx]' in a checkout of "
+                             "fastmnist (pip install 'fastmnist[onnx]' where it was installed as a package)") from None
     buffer = io.BytesIO()
     graph = torch.nn.Sequential(model, torch.nn.LogSoftmax(1)).eval()  # log-probabilities from any net
     torch.onnx.export(graph, (torch.zeros(1, 1, 28, 28),), buffer, input_names=["image"],
