@@ -66,19 +66,22 @@ def test_train_text_output_names_the_machine(data_env):
     assert torch.backends.cpu.get_cpu_capability() in out.splitlines()[0]  # the ISA tells machines apart
 
 
-def test_train_prints_each_epoch_unless_quiet(data_env):
+def test_train_prints_each_epoch_unless_quiet(data_env, monkeypatch, capsys):
     recipe = "stage14[epochs=2,train_fraction=0.02]"
-    proc = fastmnist("train", "--recipe", recipe, "--no-warmup", env=data_env)
+    proc = in_process(["train", "--recipe", recipe, "--no-warmup"], data_env, monkeypatch, capsys)
     epochs = [line for line in proc.stderr.splitlines() if line.strip().startswith("epoch")]
     assert [line.split(":")[0].strip() for line in epochs] == ["epoch 1", "epoch 2"]
     assert "test accuracy" in epochs[0]
-    assert "epoch" not in fastmnist("train", "--recipe", recipe, "--no-warmup", "--quiet", env=data_env).stderr
+    quiet = in_process(["train", "--recipe", recipe, "--no-warmup", "--quiet"], data_env, monkeypatch, capsys)
+    assert "epoch" not in quiet.stderr
 
 
-def test_bench_two_runs_writes_json(data_env, tmp_path):
+def test_bench_two_runs_writes_json(data_env, tmp_path, monkeypatch, capsys):
     out_file = tmp_path / "bench.json"
-    proc = fastmnist("bench", "stage14", "stage13", "--runs", "2", "--set", "train_fraction=0.03",
-                     "--no-progress", "--out", str(out_file), env=data_env)
+    args = ["bench", "stage14", "stage13", "--runs", "2", "--set", "train_fraction=0.03", "--no-progress", "--out",
+            str(out_file)]
+    monkeypatch.setattr(sys, "argv", ["fastmnist", *args])  # what provenance records
+    proc = in_process(args, data_env, monkeypatch, capsys)
     assert "ratio" in proc.stdout and "stage13" in proc.stdout
     report = json.loads(out_file.read_text())
     assert [row["runs"] for row in report["summary"]] == [2, 2]
@@ -119,11 +122,17 @@ def test_bad_values_are_one_line(args, fragment, data_env, monkeypatch, capsys):
 
 def in_process(args, env, monkeypatch, capsys) -> subprocess.CompletedProcess:
     """The CLI's main() in this process (no interpreter and torch to start), as a finished process."""
+    import torch
+
     from fastmnist.cli import main
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    code = main(list(args))
+    threads = torch.get_num_threads()  # --threads would otherwise stay set for the tests after this one
+    try:
+        code = main(list(args))
+    finally:
+        torch.set_num_threads(threads)
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out, err)
 
@@ -135,9 +144,11 @@ def test_argparse_errors_exit_2():
     assert proc.returncode == 2 and "must be at least 0" in proc.stderr
 
 
-def test_ladder_command_writes_table_json_and_picture(data_env, tmp_path):
+def test_ladder_command_writes_table_json_and_picture(data_env, tmp_path, monkeypatch, capsys):
     out = tmp_path / "ladder"
-    proc = fastmnist("ladder", "--stages", "17-18", "--runs", "1", "--out", str(out), "--quiet", env=data_env)
+    proc = in_process(["ladder", "--stages", "17-18", "--runs", "1", "--out", str(out), "--quiet"], data_env,
+                      monkeypatch, capsys)
+    assert proc.returncode == 0, proc.stderr
     assert "| stage18 | batch_size 512 -> 448; lr 0.02 -> 0.0175; train_fraction 0.9 -> 0.8 |" in proc.stdout
     stored = json.loads((out / "ladder.json").read_text())
     assert list(stored["stages"]) == ["stage17", "stage18"]

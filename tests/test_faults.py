@@ -23,7 +23,7 @@ from fastmnist.recipes import FASTEST
 from fastmnist.report import ladder_plot, sweep_table
 from fastmnist.store import JobStore, open_study
 from fastmnist.use import predict_files
-from tests.test_cli import assert_one_line_error, fastmnist
+from tests.test_cli import assert_one_line_error, fastmnist, in_process
 
 UNWRITABLE = "/proc/fastmnist-test"  # nothing can be created under /proc, even as root
 
@@ -131,18 +131,19 @@ def test_non_finite_weights_are_never_saved_or_used(tmp_path):
         load_model(tmp_path / "nan.safetensors")
 
 
-def test_diverged_train_exits_3_and_saves_nothing(data_env, tmp_path):
+def test_diverged_train_exits_3_and_saves_nothing(data_env, tmp_path, monkeypatch, capsys):
     target = tmp_path / "m.safetensors"
-    proc = fastmnist("train", "--recipe", "stage8[train_fraction=0.05]", "--set", "optimizer=sgd",
-                     "--set", "lr=100", "--no-warmup", "--save", str(target), check=False, env=data_env)
+    proc = in_process(["train", "--recipe", "stage8[train_fraction=0.05]", "--set", "optimizer=sgd", "--set", "lr=100",
+                       "--no-warmup", "--save", str(target)], data_env, monkeypatch, capsys)
     assert proc.returncode == 3 and "DIVERGED" in proc.stdout and "Traceback" not in proc.stderr
     assert not target.exists()
 
 
-def test_evaluate_json_rounds_accuracy(data_env, tmp_path):
+def test_evaluate_json_rounds_accuracy(data_env, tmp_path, monkeypatch, capsys):
     model = tmp_path / "m.safetensors"
-    fastmnist("train", "--set", "train_fraction=0.03", "--no-warmup", "--save", str(model), env=data_env)
-    record = json.loads(fastmnist("evaluate", str(model), "--json", env=data_env).stdout)
+    in_process(["train", "--set", "train_fraction=0.03", "--no-warmup", "--save", str(model)], data_env, monkeypatch,
+               capsys)
+    record = json.loads(in_process(["evaluate", str(model), "--json"], data_env, monkeypatch, capsys).stdout)
     assert record["accuracy"] == round(record["accuracy"], 4)
     assert len(repr(record["accuracy"])) <= 8
 

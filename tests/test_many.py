@@ -19,7 +19,7 @@ from fastmnist.cli import main as cli_main
 from fastmnist.recipes import get_recipe
 from fastmnist.benchmark import benchmark
 from fastmnist.store import JobStore, open_study
-from tests.test_cli import assert_one_line_error
+from tests.test_cli import assert_one_line_error, in_process
 
 POSTGRES = os.environ.get("FASTMNIST_TEST_POSTGRES", "postgresql+psycopg://fastmnist:pw-ci-4831@localhost/fastmnist")
 SLICE = "train_fraction=0.02"
@@ -112,7 +112,7 @@ def start_and_wait_for_a_run(command, env, nth=1):
     raise AssertionError(f"the worker never started run {nth} (exit {proc.wait()})")
 
 
-def test_a_killed_workers_seed_is_rerun_and_finished_runs_kept(store_url, env):
+def test_a_killed_workers_seed_is_rerun_and_finished_runs_kept(store_url, env, monkeypatch, capsys):
     study = f"kill-{uuid.uuid4().hex[:8]}"
     proc = start_and_wait_for_a_run(bench_command(store_url, study, runs=3), env, nth=2)
     proc.kill()  # SIGKILL: no handler runs, its trial stays RUNNING
@@ -121,8 +121,7 @@ def test_a_killed_workers_seed_is_rerun_and_finished_runs_kept(store_url, env):
     assert len(store.study.get_trials(states=(TrialState.RUNNING,))) == 1
     kept = finished_jobs(store_url, study)
     assert kept == ['{"seed": 0}']  # the seed finished before the kill
-    rerun = subprocess.run(bench_command(store_url, study, runs=3), capture_output=True, text=True, env=env,
-                           timeout=300)
+    rerun = in_process(bench_command(store_url, study, runs=3)[3:], env, monkeypatch, capsys)  # no new interpreter
     assert rerun.returncode == 0, rerun.stderr
     assert sorted(finished_jobs(store_url, study)) == sorted(f'{{"seed": {s}}}' for s in range(3))
     assert rerun.stderr.count("bench: running") == 2  # seed 0 kept, the killed seed 1 redone, seed 2 new
@@ -131,14 +130,15 @@ def test_a_killed_workers_seed_is_rerun_and_finished_runs_kept(store_url, env):
 
 @pytest.mark.parametrize("sig, code, line", [(signal.SIGINT, 130, "fastmnist: interrupted"),
                                              (signal.SIGTERM, 143, "fastmnist: terminated (SIGTERM)")])
-def test_a_signal_releases_the_run_in_flight_and_the_same_command_resumes(sig, code, line, env, tmp_path):
+def test_a_signal_releases_the_run_in_flight_and_the_same_command_resumes(sig, code, line, env, tmp_path,
+                                                                          monkeypatch, capsys):
     url, study = f"sqlite:///{tmp_path / 's.db'}", "signal"
     proc = start_and_wait_for_a_run(sweep_command(url, study, tmp_path), env, nth=2)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code and err.strip().splitlines()[-1] == line
     assert not JobStore(open_study(url, study)).study.get_trials(states=(TrialState.RUNNING,))
-    rerun = subprocess.run(sweep_command(url, study, tmp_path), capture_output=True, text=True, env=env, timeout=300)
+    rerun = in_process(sweep_command(url, study, tmp_path)[3:], env, monkeypatch, capsys)
     assert rerun.returncode == 0, rerun.stderr
     assert "reused from the store" in rerun.stdout and "already holds" in rerun.stderr
 
@@ -162,7 +162,7 @@ def pg_ctl(action: str) -> None:
 
 @pytest.mark.skipif(not os.environ.get("FASTMNIST_TEST_PG_CLUSTER"),
                     reason="needs FASTMNIST_TEST_PG_CLUSTER='VERSION CLUSTER' and root, to stop the server")
-def test_the_database_stopping_mid_run_ends_with_one_line_and_resumes(env):
+def test_the_database_stopping_mid_run_ends_with_one_line_and_resumes(env, monkeypatch, capsys):
     study = f"stop-{uuid.uuid4().hex[:8]}"
     proc = start_and_wait_for_a_run(bench_command(POSTGRES, study, runs=2), env)
     try:
@@ -173,8 +173,7 @@ def test_the_database_stopping_mid_run_ends_with_one_line_and_resumes(env):
     lines = [x for x in err.splitlines() if x.strip() and not x.startswith("bench: running")]
     assert proc.returncode == 4 and len(lines) == 1 and "Traceback" not in err, err
     assert "stopped answering" in lines[0] and "run the same command again" in lines[0]
-    rerun = subprocess.run(bench_command(POSTGRES, study, runs=2), capture_output=True, text=True, env=env,
-                           timeout=300)
+    rerun = in_process(bench_command(POSTGRES, study, runs=2)[3:], env, monkeypatch, capsys)
     assert rerun.returncode == 0, rerun.stderr
     assert sorted(finished_jobs(POSTGRES, study)) == sorted(f'{{"seed": {s}}}' for s in range(2))
 

@@ -7,6 +7,7 @@ bf16 support, threads, versions, the GPU where one ran, and the best matmul rate
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
@@ -93,9 +94,16 @@ def peak_gflops(machine: dict, precision: str) -> float | None:
     return machine.get(f"matmul_gflops_{precision}")
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048,
-                  repeats: int = 5) -> float:
-    """Best GFLOP/s of a large matmul in `dtype` here: the practical ceiling a run's FLOPs are held to."""
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32) -> float:
+    """Best GFLOP/s of a large matmul in `dtype` here: the practical ceiling a run's FLOPs are held to.
+    Measured once per process for each device, precision and thread count (about a second each)."""
+    return measured_gflops(device.type, device.index, dtype, torch.get_num_threads())
+
+
+@functools.lru_cache(maxsize=None)
+def measured_gflops(kind: str, index: int | None, dtype: torch.dtype, threads: int, size: int = 2048,
+                    repeats: int = 5) -> float:
+    device = torch.device(kind, index) if index is not None else torch.device(kind)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
