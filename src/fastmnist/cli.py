@@ -255,6 +255,25 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from fastmnist.output import check_writable, write_json, write_or_fallback
+    from fastmnist.records import resummarised
+    from fastmnist.report import bench_table
+
+    if args.out:
+        check_writable(args.out, "--out")
+    try:
+        report = json.loads(open(args.file).read())
+    except (OSError, ValueError) as exc:
+        raise FastMnistError(f"{args.file}: not a readable JSON results file ({exc})") from None
+    report = resummarised(report)
+    print(bench_table(report))
+    if args.out:
+        write_or_fallback(args.out, lambda path: write_json(path, report), "the bench report")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from fastmnist.checkpoint import load_model
     from fastmnist.output import check_writable, write_or_fallback
@@ -379,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="sweep", metavar="DIR", help="where sweep.json/.md/.png go")
     add_common(p, overrides=False)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="a bench's JSON summarised again from its runs (today's statistics, "
+                       "e.g. the p-value), as a table")
+    p.add_argument("file", metavar="FILE.json", help="written by `fastmnist bench --out`")
+    p.add_argument("--out", metavar="FILE.json", help="write the report with its new summary")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a saved model")
     p.add_argument("model", metavar="MODEL", help="weights written by `train --save`")

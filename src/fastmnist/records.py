@@ -7,10 +7,12 @@ its peaks from the machine that ran (measured there), so a report printed elsewh
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 
 import numpy as np
 
+from fastmnist.errors import FastMnistError
 from fastmnist.models import NetSpec, flops_per_image
 from fastmnist.provenance import provenance
 from fastmnist.recipes import Recipe
@@ -68,16 +70,50 @@ def summary_row(recipe: Recipe, runs: list) -> dict:
     return row
 
 
-def bench_report(recipes: list[Recipe], results: dict[str, list], machine: dict, timing: dict,
-                 machines: list[dict] | None = None) -> dict:
-    """The bench report from runs grouped by recipe, each list in the same seed order, so that the i-th
-    runs of two recipes are a pair measured back to back on one machine."""
+def summary_rows(recipes: list[Recipe], results: dict[str, list]) -> list[dict]:
+    """Each recipe's summary row, with the median of its paired time ratios against the first recipe."""
     summary = [summary_row(r, results[r.name]) for r in recipes]
     reference = [r.seconds for r in results[recipes[0].name]]
     for row, recipe in zip(summary, recipes):
         row["median_time_ratio_vs_first"] = paired_ratio(reference, [r.seconds for r in results[recipe.name]])
+    return summary
+
+
+def bench_report(recipes: list[Recipe], results: dict[str, list], machine: dict, timing: dict,
+                 machines: list[dict] | None = None) -> dict:
+    """The bench report from runs grouped by recipe, each list in the same seed order, so that the i-th
+    runs of two recipes are a pair measured back to back on one machine."""
     report = {**envelope("bench", machine, recipes), "timing": {"includes": TIMED, "excludes": NOT_TIMED, **timing},
-              "summary": summary, "runs": [r.record() for recipe in recipes for r in results[recipe.name]]}
+              "summary": summary_rows(recipes, results),
+              "runs": [r.record() for recipe in recipes for r in results[recipe.name]]}
     if machines is not None:
         report["machines"] = machines
     return report
+
+
+def recipe_from_record(record: dict) -> Recipe:
+    """A recipe as a results file recorded it; fields added to Recipe since then take their defaults."""
+    values = {k: v for k, v in record.items() if k in {f.name for f in dataclasses.fields(Recipe)}}
+    net = values.get("net")
+    if isinstance(net, dict) and "factory" in net:
+        from fastmnist.userfile import load_object
+
+        values["net"] = load_object(net["factory"])
+    elif isinstance(net, dict):
+        values["net"] = NetSpec(**{k: v for k, v in net.items() if k in {f.name for f in dataclasses.fields(NetSpec)}})
+    values["changes"] = tuple(values.get("changes", ()))
+    return Recipe(**values)
+
+
+def resummarised(report: dict) -> dict:
+    """A bench report whose summary is made again from its own runs by today's statistics (a file written
+    before a statistic existed gains it: the p-value, the engine); runs, machine and provenance stay."""
+    from fastmnist.trainer import RunResult
+
+    if report.get("kind") != "bench":
+        raise FastMnistError(f"a {report.get('kind', 'unknown')!r} file: only bench reports are summarised again")
+    known = {f.name for f in dataclasses.fields(RunResult)}
+    recipes = [recipe_from_record(report["recipes"][row["recipe"]]) for row in report["summary"]]
+    results = {r.name: [RunResult(**{k: v for k, v in run.items() if k in known})
+                        for run in report["runs"] if run["recipe"] == r.name] for r in recipes}
+    return {**report, "summary": summary_rows(recipes, results), "summary_provenance": provenance()}
