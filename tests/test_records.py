@@ -96,3 +96,21 @@ def test_the_api_and_the_cli_write_the_same_bench_record(small_mnist, tmp_path):
     assert report["summary"][0]["engine"] == "eager" and "matmul_gflops_fp32" in report["machine"]
     assert set(json.loads(report.to_json())) >= {"provenance", "machine", "recipes", "timing", "summary", "runs"}
     assert np.isfinite(report["summary"][0]["accuracy_mean"])
+
+
+def test_report_summarises_an_old_bench_file_again(small_mnist, tmp_path, monkeypatch, capsys):
+    from tests.test_cli import in_process
+
+    report = dict(fastmnist.bench([SLICE, f"stage14[{SLICE.split('[')[1]}"], runs=2, mnist=small_mnist, device="cpu"))
+    for row in report["summary"]:  # as a file written before these existed
+        del row["p_value"], row["engine"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(report))
+    result = in_process(["report", str(old), "--out", str(tmp_path / "new.json")], {}, monkeypatch, capsys)
+    assert result.returncode == 0 and " p " in result.stdout.splitlines()[0]
+    new = json.loads((tmp_path / "new.json").read_text())
+    assert [row["engine"] for row in new["summary"]] == ["eager", "eager"] and "p_value" in new["summary"][0]
+    assert new["runs"] == report["runs"] and new["summary_provenance"]["command"]
+    assert [row["accuracy_mean"] for row in new["summary"]] == [row["accuracy_mean"] for row in report["summary"]]
+    bad = in_process(["report", str(tmp_path / "missing.json")], {}, monkeypatch, capsys)
+    assert bad.returncode == 2 and "not a readable JSON results file" in bad.stderr
