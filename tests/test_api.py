@@ -132,3 +132,10 @@ def test_python_sweep_returns_the_cli_report(small_mnist):
     [phase] = report["phases"]
     assert [p["value"] for p in phase["points"]] == [0.02, 0.04] and all(p["runs"] == 2 for p in phase["points"])
     assert report["runs_run_here"] == 4 and "p vs kept" in report.table()
+
+
+def test_python_ladder_writes_what_the_cli_writes(small_mnist, tmp_path):
+    report = fastmnist.ladder("18", runs=1, out=tmp_path / "ladder", mnist=small_mnist, device="cpu")
+    assert report["kind"] == "ladder" and list(report["stages"]) == ["stage18"]
+    assert {p.name for p in (tmp_path / "ladder").iterdir()} == {"ladder.json", "ladder.md", "ladder.png"}
+    assert "| stage18 |" in report.table()
