@@ -92,7 +92,8 @@ def test_reset_is_a_new_step(small_mnist):
     assert step.index.item() == 3 and step.lr.item() != first_lr and step.loss_sum.item() > 0
     step.reset()
     assert step.index.item() == 0 and step.lr.item() == first_lr and step.loss_sum.item() == 0
-    assert all(float(v.abs().sum()) == 0 for state in step.optimizer.state.values() for v in state.values())
+    assert all(float(v.abs().sum()) == 0 for optimizer, _, _ in step.optimizers
+               for state in optimizer.state.values() for v in state.values())
 
 
 def test_graph_engine_on_a_cpu_runs_the_step_eagerly_and_says_so(small_mnist):
@@ -143,7 +144,8 @@ def test_a_run_starts_from_exactly_a_new_model(real_mnist):
     fresh = new_model(recipe, data)
     for name, value in fresh.state_dict().items():
         assert torch.equal(run.model.state_dict()[name], value), name
-    assert all(float(v.abs().sum()) == 0 for s in run.step.optimizer.state.values() for v in s.values())
+    assert all(float(v.abs().sum()) == 0 for optimizer, _, _ in run.step.optimizers
+               for s in optimizer.state.values() for v in s.values())
     assert run.step.index.item() == 0 and run.step.loss_sum.item() == 0
 
 
@@ -195,3 +197,38 @@ def test_a_network_that_breaks_capture_is_one_line(real_mnist):
     recipe = dataclasses.replace(get_recipe("stage19"), net=SyncingNet, name="syncing")
     with pytest.raises(FastMnistError, match="cannot be captured as a CUDA graph.*use engine=eager"):
         Runner(real_mnist, CUDA).run(recipe, 0)
+
+
+def test_muon_is_pytorchs_update_for_matrices_and_flattens_conv_filters():
+    from fastmnist.engine import FlatMuon, muon_split
+    from fastmnist.models import ConvNet
+
+    torch.manual_seed(0)
+    theirs = torch.nn.Parameter(torch.randn(16, 40))
+    ours = torch.nn.Parameter(theirs.detach().clone())
+    reference = torch.optim.Muon([theirs], lr=0.02, momentum=0.95, weight_decay=0.0)
+    flat = FlatMuon([ours], torch.tensor(0.02), momentum=0.95, weight_decay=0.0)
+    for _ in range(3):
+        gradient = torch.randn(16, 40)
+        theirs.grad, ours.grad = gradient.clone(), gradient.clone()
+        reference.step()
+        flat.step()
+    assert torch.allclose(theirs, ours, atol=1e-6)
+
+    net = ConvNet(get_recipe("stage18").net).to(memory_format=torch.channels_last)
+    matrices, others = muon_split(net)
+    assert [p.shape for p in matrices] == [net.conv2.weight.shape, net.fc1.weight.shape]  # conv1 frozen, head Adam
+    assert any(p is net.fc2.weight for p in others) and all(p.ndim == 1 for p in others if p is not net.fc2.weight)
+    filters = net.conv2.weight
+    before = filters.detach().clone()
+    filters.grad = torch.randn_like(filters)
+    FlatMuon([filters], torch.tensor(0.05), momentum=0.0, weight_decay=0.0).step()
+    change = (filters.detach() - before).permute(0, 2, 3, 1).reshape(len(filters), -1)
+    singular = torch.linalg.svdvals(change / change.norm(dim=1, keepdim=True).max())
+    assert filters.is_contiguous(memory_format=torch.channels_last) and singular.min() > 0.3 * singular.max()
+
+
+def test_a_muon_recipe_trains(small_mnist):
+    recipe = get_recipe("stage18[optimizer=muon,muon_lr=0.05]")
+    result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
+    assert result.accuracy > 75.0 and not result.diverged  # 11 steps of batch 448 on the 6k slice

@@ -146,6 +146,8 @@ def test_a_busy_machine_is_named_in_one_warning(data_env, monkeypatch, capsys):
     [warning] = [line for line in result.stderr.splitlines() if "warning" in line]
     assert f"load 7.5 on {os.cpu_count()} cores" in warning and "--threads" in warning
     assert json.loads(result.stdout)["load_average"]["start"] == [7.5, 5.0, 3.0]
+    bad = in_process(["train", "--set", "conv1=23"], data_env, monkeypatch, capsys)  # refused before any run:
+    assert_one_line_error(bad, "whiten1 needs an even conv1")  # still one line, however busy the machine
 
 
 def test_the_bench_table_names_fastest_as_asked(data_env, monkeypatch, capsys):

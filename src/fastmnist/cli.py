@@ -12,6 +12,7 @@ import contextlib
 import json
 import signal
 import sys
+import warnings
 
 from fastmnist.errors import FastMnistError
 
@@ -22,6 +23,11 @@ class Terminated(KeyboardInterrupt):
 
 def on_sigterm(signum, frame):
     raise Terminated()
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning is one line on stderr, `fastmnist: warning: ...`, not a source location and its code."""
+    stderr(f"fastmnist: warning: {message}")
 
 
 def positive_int(text: str) -> int:
@@ -85,17 +91,13 @@ def load_data(args):
 
 
 def setup(args):
-    """Threads, device and data, all before any clock starts; a warning when the machine is already busy."""
+    """Threads, device and data, all before any clock starts."""
     import torch
 
     from fastmnist.device import pick_device
-    from fastmnist.machine import busy
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    warning = busy()
-    if warning:
-        stderr(f"fastmnist: warning: {warning}")
     device = pick_device(args.device)
     return device, load_data(args)
 
@@ -436,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     args.out_json = sys.stdout  # with --json, only the JSON goes there: whatever else prints (a user's recipe
     try:                        # file at import, say) goes to stderr
-        with contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else contextlib.nullcontext():
+        with contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else contextlib.nullcontext(), \
+                warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
             return args.func(args)
     except FastMnistError as exc:
         stderr(f"fastmnist: error: {exc}")

@@ -72,6 +72,65 @@ def learning_rates(schedule: str, lr: float, pct_start: float, gamma: float, epo
     return tuple(rates)
 
 
+class FlatMuon(torch.optim.Optimizer):
+    """PyTorch's Muon update (momentum, Nesterov, Newton-Schulz orthogonalisation, its lr adjustment) for
+    weights of any shape: a conv filter bank (out, in, k, k) is updated as the (out, in*k*k) matrix it is,
+    as airbench does. `torch.optim.Muon` refuses anything but 2-D parameters; this only flattens, through
+    views that share the parameter's storage (columns in memory order, channels_last included: the
+    orthogonalisation does not depend on the columns' order), and calls PyTorch's own Muon step on them."""
+
+    def __init__(self, params, lr: torch.Tensor, momentum: float, weight_decay: float):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self):
+        from torch.optim._muon import DEFAULT_A, DEFAULT_B, DEFAULT_C, DEFAULT_NS_STEPS, EPS, _single_tensor_muon
+
+        for group in self.param_groups:
+            params, grads, buffers = [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                order = sorted(range(p.ndim), key=lambda d: -p.stride(d))  # memory order: a view, in any layout
+                params.append(p.permute(order).view(len(p), -1))
+                grads.append(p.grad.permute(order).reshape(len(p), -1))  # read only: a copy will do
+                buffers.append(state["momentum_buffer"].permute(order).view(len(p), -1))
+            _single_tensor_muon(params, grads, buffers, lr=group["lr"], weight_decay=group["weight_decay"],
+                                momentum=group["momentum"], nesterov=True,
+                                ns_coefficients=(DEFAULT_A, DEFAULT_B, DEFAULT_C), ns_steps=DEFAULT_NS_STEPS,
+                                eps=EPS, adjust_lr_fn=None, has_complex=False)
+
+
+def muon_split(model: nn.Module) -> tuple[list, list]:
+    """(Muon's, Adam's) trainable parameters: every weight of two or more dimensions goes to Muon but the
+    output layer's (the last Linear), as in airbench and modded-nanogpt; biases, BatchNorm and the head to
+    Adam."""
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
+    in_head = {id(p) for m in head for p in m.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    matrices = [p for p in trainable if p.ndim >= 2 and id(p) not in in_head]
+    return matrices, [p for p in trainable if id(p) not in {id(m) for m in matrices}]
+
+
+def make_optimizers(recipe: Recipe, model: nn.Module, rate: torch.Tensor,
+                    capturable: bool) -> list[tuple[torch.optim.Optimizer, torch.Tensor, float]]:
+    """The optimizers of a step, each with the tensor it reads its learning rate from and that rate's scale
+    to the table (the recipe's lr): one optimizer, or Muon for the hidden weights beside Adam for the rest."""
+    if recipe.optimizer != "muon":
+        lr = rate.clone()
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [(make_optimizer(recipe, params, lr, capturable), lr, 1.0)]
+    matrices, others = muon_split(model)
+    muon_lr, adam_lr = rate * (recipe.muon_lr / recipe.lr), rate.clone()
+    return [(FlatMuon(matrices, muon_lr, recipe.muon_momentum, recipe.weight_decay), muon_lr,
+             recipe.muon_lr / recipe.lr),
+            (torch.optim.Adam(others, lr=adam_lr, betas=(recipe.beta1, recipe.beta2),
+                              weight_decay=recipe.weight_decay, capturable=capturable), adam_lr, 1.0)]
+
+
 def make_optimizer(recipe: Recipe, params, lr: torch.Tensor, capturable: bool) -> torch.optim.Optimizer:
     fused = {"fused": True} if recipe.fused_optimizer else {}
     if recipe.optimizer == "adadelta":
@@ -110,9 +169,8 @@ class TrainStep:
                                steps_per_epoch)
         self.rates = torch.tensor(table, dtype=dtype, device=device)
         self.index = torch.zeros(1, dtype=torch.long, device=device)
-        self.lr = self.rates[0].clone()
-        self.optimizer = make_optimizer(recipe, [p for p in model.parameters() if p.requires_grad], self.lr,
-                                        capturable)
+        self.optimizers = make_optimizers(recipe, model, self.rates[0], capturable)
+        self.lr = self.optimizers[-1][1]  # the recipe's own lr (Adam's, beside Muon)
         self.loss_sum = torch.zeros((), device=device)
         bf16 = effective_precision(recipe, device) == "bf16"
         # a captured graph must not keep autocast's cache of cast weights from capture time
@@ -126,12 +184,16 @@ class TrainStep:
                 output = self.forward(x)
             loss = self.loss(output.float(), y)
         with record_function("backward"):
-            self.optimizer.zero_grad(set_to_none=self.set_to_none)
+            for optimizer, _, _ in self.optimizers:
+                optimizer.zero_grad(set_to_none=self.set_to_none)
             loss.backward()
         with record_function("optimizer"):
-            self.optimizer.step()
+            for optimizer, _, _ in self.optimizers:
+                optimizer.step()
             self.index += 1
-            self.lr.copy_(self.rates.index_select(0, self.index)[0])
+            rate = self.rates.index_select(0, self.index)[0]
+            for _, lr, scale in self.optimizers:
+                lr.copy_(rate * scale if scale != 1.0 else rate)
         self.loss_sum += loss.detach()
 
     def reset(self) -> None:
@@ -139,12 +201,13 @@ class TrainStep:
         PyTorch's optimizers start from (a zero step count, zero moments; SGD's first momentum is the first
         gradient, which a zero buffer gives too)."""
         with torch.no_grad():
-            for state in self.optimizer.state.values():
-                for value in state.values():
-                    if isinstance(value, torch.Tensor):
-                        value.zero_()
+            for optimizer, lr, scale in self.optimizers:
+                for state in optimizer.state.values():
+                    for value in state.values():
+                        if isinstance(value, torch.Tensor):
+                            value.zero_()
+                lr.copy_(self.rates[0] * scale)
             self.index.zero_()
-            self.lr.copy_(self.rates[0])
             self.loss_sum.zero_()
 
 

@@ -74,6 +74,10 @@ def load_average() -> list[float] | None:
         return None
 
 
+class BusyMachineWarning(UserWarning):
+    """The machine was already loaded beyond its cores when runs started: the figures will be slow."""
+
+
 def busy() -> str | None:
     """A one-line warning when the machine is already loaded beyond its cores, else None."""
     load, cores = load_average(), os.cpu_count() or 1

@@ -22,11 +22,13 @@ class Recipe:
     batch_size: int = 64
     test_batch_size: int = 1000
     drop_last: bool = False  # floor (True) or ceil (False) batches per epoch
-    optimizer: str = "adadelta"  # adadelta | adam | sgd
+    optimizer: str = "adadelta"  # adadelta | adam | sgd | muon (Muon for hidden weights, Adam for the rest)
     lr: float = 1.0  # the peak lr under onecycle
     beta1: float = 0.9  # adam
     beta2: float = 0.999
     momentum: float = 0.9  # sgd (nesterov)
+    muon_lr: float = 0.02  # muon: the peak lr of the hidden weights' Muon update (lr stays Adam's)
+    muon_momentum: float = 0.95
     weight_decay: float = 0.0
     fused_optimizer: bool = False  # adam/sgd: one fused kernel updates every parameter (torch's fused=True)
     schedule: str = "step"  # step: x gamma each epoch | onecycle: stepped every batch
@@ -49,7 +51,7 @@ class Recipe:
 
 PARAM_CHOICES = {
     "data_path": ("dataloader", "memory"),
-    "optimizer": ("adadelta", "adam", "sgd"),
+    "optimizer": ("adadelta", "adam", "sgd", "muon"),
     "schedule": ("step", "onecycle"),
     "precision": ("fp32", "bf16"),
     "engine": ("eager", "graph"),
@@ -151,7 +153,8 @@ FASTEST = LADDER[-1].name  # a stage is kept only if it pays, so the newest is t
 # Allowed ranges for values given on the command line (--set, sweep --param), in interval notation.
 PARAM_BOUNDS = {
     "batch_size": "[1, 60000]", "test_batch_size": "[1, 10000]", "epochs": "[1, 100]", "lr": "(0, 100]",
-    "beta1": "[0, 1)", "beta2": "[0, 1)", "momentum": "[0, 1)", "weight_decay": "[0, 1]", "gamma": "(0, 1]",
+    "beta1": "[0, 1)", "beta2": "[0, 1)", "momentum": "[0, 1)",
+    "muon_lr": "(0, 10]", "muon_momentum": "[0, 1)", "weight_decay": "[0, 1]", "gamma": "(0, 1]",
     "pct_start": "(0, 1)", "target": "(0, 100]", "train_fraction": "(0, 1]", "label_smoothing": "[0, 1)",
     "dropout1": "[0, 1)", "dropout2": "[0, 1)", "conv1": "[1, 1024]", "conv2": "[1, 1024]", "fc": "[1, 8192]",
     "kernel1": "[1, 7]", "kernel2": "[1, 5]", "stride1": "[1, 2]", "threads": "[0, 1024]",

@@ -8,6 +8,7 @@ from the clock.
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 from tqdm import tqdm
@@ -15,6 +16,7 @@ from tqdm import tqdm
 from fastmnist.data import Mnist
 from fastmnist.engine import make_engine
 from fastmnist.layout import PreparedData, prepare, preparation_key
+from fastmnist.machine import BusyMachineWarning, busy
 from fastmnist.models import check_net
 from fastmnist.recipes import Recipe
 from fastmnist.trainer import RunResult, train_run
@@ -49,6 +51,8 @@ class Runner:
         """A short untimed run (loads kernels, fills allocator caches, compiles), once per recipe."""
         if recipe.name not in self.warmups:
             engine = self.engine(recipe)
+            if not self.warmups and (why := busy()):  # the inputs are checked and runs are about to start
+                warnings.warn(why, BusyMachineWarning, stacklevel=2)
             start = time.perf_counter()
             if self.warmup:
                 train_run(recipe, self.data(recipe), seed=0, warmup=True, engine=engine)
