@@ -206,3 +206,24 @@ def test_a_job_is_taken_back_at_once_from_a_dead_local_worker_and_never_from_a_l
     store.fail_stale()
     state = {t.user_attrs["job"]: t.state for t in store.trials((TrialState.RUNNING, TrialState.FAIL))}
     assert state == {"dead": TrialState.FAIL, "alive": TrialState.RUNNING, "remote": TrialState.FAIL}
+
+
+def test_a_claim_waits_for_an_earlier_trial_to_say_its_job(tmp_path):
+    """The race behind a job run twice: worker A creates its trial, worker B creates a later one and tags
+    it with job K before A has tagged its own. B must not take K until A's trial says what it is for."""
+    import threading
+    import time
+
+    from fastmnist.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    worker_a, worker_b = open_store(url, "race"), open_store(url, "race")
+    earlier = worker_a.study.ask()  # A's trial, created, not yet tagged
+    claimed = {}
+    b = threading.Thread(target=lambda: claimed.update(b=worker_b.claim("K")))
+    b.start()
+    time.sleep(0.5)
+    assert b.is_alive()  # B waits for A's trial to say its job
+    earlier.set_user_attr("job", "K")
+    b.join(timeout=10)
+    assert claimed["b"] is None  # A's lower-numbered trial owns K: B stands down, K runs once

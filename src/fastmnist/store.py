@@ -27,6 +27,7 @@ from fastmnist.errors import FastMnistError, StoreError
 ALIVE = (TrialState.RUNNING, TrialState.COMPLETE)
 POLL_SECONDS = 0.5  # how often a worker with nothing to claim looks for others' results (a cheap query)
 CREATE_TRIES = 8  # workers started together race to create the schema; the losers retry
+TAG_WAIT_SECONDS = 10.0  # how long a claim waits for an earlier trial to say which job it is for
 
 # heartbeats outside Study.optimize are what this module is for: Optuna's notes about them are noise here
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -183,13 +184,25 @@ class JobStore:
                     pass  # finished or failed by someone else meanwhile
 
     def claim(self, key: str):
-        """A trial that owns `key`, or None if another worker's trial has it."""
+        """A trial that owns `key`, or None if another worker's trial has it. Of several trials for one key
+        the lowest-numbered runs it; a trial created before this one but not yet tagged with its key may
+        be one of them, so the decision waits until every lower-numbered running trial says its key (a
+        moment: the tag is the next write after the trial's creation; at most TAG_WAIT_SECONDS for a worker
+        that died in between)."""
         trial = self.study.ask()
         if beats(self.study._storage):
             self.study._storage.record_heartbeat(trial._trial_id)  # from its first moment, or never stale
-        trial.set_user_attr("worker", this_worker())
         trial.set_user_attr("job", key)
-        owners = [t.number for t in self.trials() if t.user_attrs.get("job") == key]
+        trial.set_user_attr("worker", this_worker())
+        deadline = time.monotonic() + TAG_WAIT_SECONDS
+        while True:
+            alive = self.trials()
+            untagged = [t for t in alive if t.number < trial.number and t.state == TrialState.RUNNING
+                        and "job" not in t.user_attrs]
+            if not untagged or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        owners = [t.number for t in alive if t.user_attrs.get("job") == key]
         if min(owners) != trial.number:
             self.study.tell(trial, state=TrialState.PRUNED)  # a duplicate claim: the lower number runs it
             return None
