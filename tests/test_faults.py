@@ -23,7 +23,7 @@ from fastmnist.recipes import FASTEST
 from fastmnist.report import ladder_plot, sweep_table
 from fastmnist.store import JobStore, open_study
 from fastmnist.use import predict_files
-from tests.test_cli import assert_one_line_error, fastmnist, in_process
+from tests.test_cli import assert_one_line_error, in_process
 
 UNWRITABLE = "/proc/fastmnist-test"  # nothing can be created under /proc, even as root
 

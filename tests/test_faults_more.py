@@ -9,16 +9,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from fastmnist import cli
 from fastmnist.layout import prepare
 from fastmnist.recipes import get_recipe
 from fastmnist.trainer import train_run
 from fastmnist.use import predict_files
 from tests.test_cli import assert_one_line_error, in_process
-
-import torch
 
 SLICE = "train_fraction=0.02"
 
