@@ -99,7 +99,7 @@ def test_the_api_and_the_cli_write_the_same_bench_record(small_mnist, tmp_path):
 
 
 def test_report_summarises_an_old_bench_file_again(small_mnist, tmp_path, monkeypatch, capsys):
-    from tests.test_cli import in_process
+    from tests.test_cli import assert_one_line_error, in_process
 
     report = dict(fastmnist.bench([SLICE, f"stage14[{SLICE.split('[')[1]}"], runs=2, mnist=small_mnist, device="cpu"))
     for row in report["summary"]:  # as a file written before these existed
@@ -114,3 +114,8 @@ def test_report_summarises_an_old_bench_file_again(small_mnist, tmp_path, monkey
     assert [row["accuracy_mean"] for row in new["summary"]] == [row["accuracy_mean"] for row in report["summary"]]
     bad = in_process(["report", str(tmp_path / "missing.json")], {}, monkeypatch, capsys)
     assert bad.returncode == 2 and "not a readable JSON results file" in bad.stderr
+    for text, fragment in (("[1, 2]", "a 'list' file"), ('{"kind": "ladder"}', "only bench reports"),
+                           ('{"kind": "bench", "summary": []}', "not a complete bench report")):
+        (tmp_path / "odd.json").write_text(text)
+        odd = in_process(["report", str(tmp_path / "odd.json")], {}, monkeypatch, capsys)
+        assert_one_line_error(odd, fragment)

@@ -110,10 +110,15 @@ def resummarised(report: dict) -> dict:
     before a statistic existed gains it: the p-value, the engine); runs, machine and provenance stay."""
     from fastmnist.trainer import RunResult
 
-    if report.get("kind") != "bench":
-        raise FastMnistError(f"a {report.get('kind', 'unknown')!r} file: only bench reports are summarised again")
+    kind = report.get("kind", "unknown") if isinstance(report, dict) else type(report).__name__
+    if kind != "bench":
+        raise FastMnistError(f"a {kind!r} file: only bench reports (fastmnist bench --out) are summarised again")
     known = {f.name for f in dataclasses.fields(RunResult)}
-    recipes = [recipe_from_record(report["recipes"][row["recipe"]]) for row in report["summary"]]
-    results = {r.name: [RunResult(**{k: v for k, v in run.items() if k in known})
-                        for run in report["runs"] if run["recipe"] == r.name] for r in recipes}
-    return {**report, "summary": summary_rows(recipes, results), "summary_provenance": provenance()}
+    try:
+        recipes = [recipe_from_record(report["recipes"][row["recipe"]]) for row in report["summary"]]
+        results = {r.name: [RunResult(**{k: v for k, v in run.items() if k in known})
+                            for run in report["runs"] if run["recipe"] == r.name] for r in recipes}
+        summary = summary_rows(recipes, results)
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        raise FastMnistError(f"not a complete bench report ({type(exc).__name__}: {exc})") from None
+    return {**report, "summary": summary, "summary_provenance": provenance()}
