@@ -162,11 +162,22 @@ def cmd_recipes(args) -> int:
     return 0
 
 
+def show_bench(report: dict, out: str | None) -> int:
+    """The bench table on stdout (first: a full disk cannot take it away), then the JSON where asked."""
+    from fastmnist.output import write_json, write_or_fallback
+    from fastmnist.report import bench_table
+
+    print(bench_table(report))
+    if out:
+        write_or_fallback(out, lambda path: write_json(path, report), "the bench report")
+        print(f"wrote {out}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from fastmnist import commands
-    from fastmnist.output import check_writable, write_json, write_or_fallback
+    from fastmnist.output import check_writable
     from fastmnist.recipes import get_recipe, with_overrides
-    from fastmnist.report import bench_table
 
     recipes = [with_overrides(get_recipe(name), args.set) for name in args.recipes]
     if args.out:
@@ -179,11 +190,7 @@ def cmd_bench(args) -> int:
         on_wait=lambda count: say(f"bench: waiting for {count} seed(s) held by other workers; a worker "
                                   f"that stops beating is taken as gone after {args.stale_after:g} s"))
     report["asked_as"] = {r.name: name for r, name in zip(recipes, args.recipes) if r.name != name and ".py:" not in name}
-    print(bench_table(report))
-    if args.out:
-        write_or_fallback(args.out, lambda path: write_json(path, report), "the bench report")
-        print(f"wrote {args.out}")
-    return 0
+    return show_bench(report, args.out)
 
 
 def add_store_args(parser: argparse.ArgumentParser, default: str) -> None:
@@ -258,22 +265,19 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from fastmnist.output import check_writable, write_json, write_or_fallback
+    from pathlib import Path
+
+    from fastmnist.output import check_writable
     from fastmnist.records import resummarised
-    from fastmnist.report import bench_table
 
     if args.out:
         check_writable(args.out, "--out")
     try:
-        report = json.loads(open(args.file).read())
+        report = json.loads(Path(args.file).read_text())
     except (OSError, ValueError) as exc:
         raise FastMnistError(f"{args.file}: not a readable JSON results file ({exc})") from None
     report = resummarised(report)
-    print(bench_table(report))
-    if args.out:
-        write_or_fallback(args.out, lambda path: write_json(path, report), "the bench report")
-        print(f"wrote {args.out}")
-    return 0
+    return show_bench(report, args.out)
 
 
 def cmd_evaluate(args) -> int:

@@ -20,6 +20,7 @@ The recipe's `engine` picks how steps run:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -124,11 +125,11 @@ def make_optimizers(recipe: Recipe, model: nn.Module, rate: torch.Tensor,
         params = [p for p in model.parameters() if p.requires_grad]
         return [(make_optimizer(recipe, params, lr, capturable), lr, 1.0)]
     matrices, others = muon_split(model)
-    muon_lr, adam_lr = rate * (recipe.muon_lr / recipe.lr), rate.clone()
-    return [(FlatMuon(matrices, muon_lr, recipe.muon_momentum, recipe.weight_decay), muon_lr,
-             recipe.muon_lr / recipe.lr),
-            (torch.optim.Adam(others, lr=adam_lr, betas=(recipe.beta1, recipe.beta2),
-                              weight_decay=recipe.weight_decay, capturable=capturable), adam_lr, 1.0)]
+    scale = recipe.muon_lr / recipe.lr
+    muon_lr, adam_lr = rate * scale, rate.clone()
+    adam = make_optimizer(dataclasses.replace(recipe, optimizer="adam"), others, adam_lr, capturable)
+    return [(FlatMuon(matrices, muon_lr, recipe.muon_momentum, recipe.weight_decay), muon_lr, scale),
+            (adam, adam_lr, 1.0)]
 
 
 def make_optimizer(recipe: Recipe, params, lr: torch.Tensor, capturable: bool) -> torch.optim.Optimizer:
@@ -193,7 +194,7 @@ class TrainStep:
             self.index += 1
             rate = self.rates.index_select(0, self.index)[0]
             for _, lr, scale in self.optimizers:
-                lr.copy_(rate * scale if scale != 1.0 else rate)
+                lr.copy_(rate * scale)  # x 1.0 is exact: the table's own value
         self.loss_sum += loss.detach()
 
     def reset(self) -> None:
