@@ -105,6 +105,13 @@ def test_graph_engine_on_a_cpu_runs_the_step_eagerly_and_says_so(small_mnist):
     assert graph.engine == "eager" and graph.accuracy == eager.accuracy  # the same step, the same run
 
 
+def test_stage20_updates_with_one_fused_adam_kernel(small_mnist):
+    recipe = get_recipe("stage20")
+    step = make_engine(recipe, prepare(small_mnist, recipe, CPU)).start(0, warmup=True).step
+    (optimizer, _, _), = step.optimizers
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
+
+
 def test_what_cannot_be_captured_is_named():
     assert graph_problems(get_recipe("stage19")) == []
     per_sample, optimizer = graph_problems(get_recipe("stage2[engine=graph]"))
@@ -121,15 +128,16 @@ CUDA = torch.device("cuda")
 
 
 @cuda
-def test_capture_happens_once_before_any_timed_run(real_mnist, monkeypatch):
+@pytest.mark.parametrize("name", ["stage19", "stage20"])  # Adam's capturable loop, and its fused kernel
+def test_capture_happens_once_before_any_timed_run(real_mnist, monkeypatch, name):
     events = []
     original = torch.cuda.CUDAGraph.capture_begin
     monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_begin",
                         lambda self, *a, **k: (events.append("capture"), original(self, *a, **k))[1])
     runner = Runner(real_mnist, CUDA)
-    runner.run_interleaved([get_recipe("stage19")], range(3), on_run=lambda result: events.append(result.engine))
+    runner.run_interleaved([get_recipe(name)], range(3), on_run=lambda result: events.append(result.engine))
     assert events == ["capture", "cuda-graph", "cuda-graph", "cuda-graph"]
-    assert runner.excluded_seconds(get_recipe("stage19"))["capture"] > 0
+    assert runner.excluded_seconds(get_recipe(name))["capture"] > 0
 
 
 @cuda
@@ -162,13 +170,14 @@ def test_replays_are_independent_runs_and_nothing_leaks(real_mnist):
 
 
 @cuda
-def test_the_graph_engine_reaches_the_eager_accuracy(real_mnist):
-    """Stage 18 eager vs stage 19 captured, seeds 0-4 on the full data: both ~99.05 +- 0.1 over 25 seeds
-    elsewhere; here the two means must agree within 0.25 points and every run learn (>= 98.5%)."""
+@pytest.mark.parametrize("eager_name, graph_name", [("stage18", "stage19"), ("stage20[engine=eager]", "stage20")])
+def test_the_graph_engine_reaches_the_eager_accuracy(real_mnist, eager_name, graph_name):
+    """The same recipe eager and captured, seeds 0-4 on the full data: ~99.05 +- 0.1 over 25 seeds on a CPU;
+    here the two means must agree within 0.25 points and every run learn (>= 98.5%)."""
     runner = Runner(real_mnist, CUDA)
-    results = runner.run_interleaved([get_recipe("stage18"), get_recipe("stage19")], range(5))
-    eager, graph = ([r.accuracy for r in results[name]] for name in ("stage18", "stage19"))
-    assert all(r.engine == "cuda-graph" for r in results["stage19"])
+    results = runner.run_interleaved([get_recipe(eager_name), get_recipe(graph_name)], range(5))
+    eager, graph = ([r.accuracy for r in results[name]] for name in (eager_name, graph_name))
+    assert all(r.engine == "cuda-graph" for r in results[graph_name])
     assert min(graph) >= 98.5 and abs(sum(graph) / 5 - sum(eager) / 5) < 0.25
 
 
@@ -219,6 +228,8 @@ def test_muon_is_pytorchs_update_for_matrices_and_flattens_conv_filters():
     matrices, others = muon_split(net)
     assert [p.shape for p in matrices] == [net.conv2.weight.shape, net.fc1.weight.shape]  # conv1 frozen, head Adam
     assert any(p is net.fc2.weight for p in others) and all(p.ndim == 1 for p in others if p is not net.fc2.weight)
+    conv_only, rest = muon_split(net, "conv")  # airbench's split: the filters; fc1 joins the head on Adam
+    assert [p.shape for p in conv_only] == [net.conv2.weight.shape] and any(p is net.fc1.weight for p in rest)
     filters = net.conv2.weight
     before = filters.detach().clone()
     filters.grad = torch.randn_like(filters)

@@ -105,14 +105,15 @@ class FlatMuon(torch.optim.Optimizer):
                                 eps=EPS, adjust_lr_fn=None, has_complex=False)
 
 
-def muon_split(model: nn.Module) -> tuple[list, list]:
-    """(Muon's, Adam's) trainable parameters: every weight of two or more dimensions goes to Muon but the
-    output layer's (the last Linear), as in airbench and modded-nanogpt; biases, BatchNorm and the head to
-    Adam."""
+def muon_split(model: nn.Module, scope: str = "hidden") -> tuple[list, list]:
+    """(Muon's, Adam's) trainable parameters. `hidden`: every weight of two or more dimensions but the output
+    layer's (the last Linear), as in modded-nanogpt; `conv`: the convolution filters only, as in airbench,
+    where the only Linear is the head. Biases, BatchNorm and whatever Muon does not take go to Adam."""
     head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
     in_head = {id(p) for m in head for p in m.parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
-    matrices = [p for p in trainable if p.ndim >= 2 and id(p) not in in_head]
+    least = 3 if scope == "conv" else 2  # a conv filter bank is 3-D (1-D convs) or more
+    matrices = [p for p in trainable if p.ndim >= least and id(p) not in in_head]
     return matrices, [p for p in trainable if id(p) not in {id(m) for m in matrices}]
 
 
@@ -124,7 +125,7 @@ def make_optimizers(recipe: Recipe, model: nn.Module, rate: torch.Tensor,
         lr = rate.clone()
         params = [p for p in model.parameters() if p.requires_grad]
         return [(make_optimizer(recipe, params, lr, capturable), lr, 1.0)]
-    matrices, others = muon_split(model)
+    matrices, others = muon_split(model, recipe.muon_scope)
     scale = recipe.muon_lr / recipe.lr
     muon_lr, adam_lr = rate * scale, rate.clone()
     adam = make_optimizer(dataclasses.replace(recipe, optimizer="adam"), others, adam_lr, capturable)

@@ -29,6 +29,7 @@ class Recipe:
     momentum: float = 0.9  # sgd (nesterov)
     muon_lr: float = 0.02  # muon: the peak lr of the hidden weights' Muon update (lr stays Adam's)
     muon_momentum: float = 0.95
+    muon_scope: str = "hidden"  # hidden: every hidden weight matrix (conv filters and fc1) | conv: conv filters only
     weight_decay: float = 0.0
     fused_optimizer: bool = False  # adam/sgd: one fused kernel updates every parameter (torch's fused=True)
     schedule: str = "step"  # step: x gamma each epoch | onecycle: stepped every batch
@@ -52,6 +53,7 @@ class Recipe:
 PARAM_CHOICES = {
     "data_path": ("dataloader", "memory"),
     "optimizer": ("adadelta", "adam", "sgd", "muon"),
+    "muon_scope": ("hidden", "conv"),
     "schedule": ("step", "onecycle"),
     "precision": ("fp32", "bf16"),
     "engine": ("eager", "graph"),
@@ -142,7 +144,9 @@ def build_ladder() -> list[Recipe]:
                  train_fraction=0.8, batch_size=448, lr=0.0175)
     s19 = derive(s18, "stage19", "one epoch of steps captured as a CUDA graph once, replayed per run (CUDA; on a "
                  "CPU the same step runs eagerly, as stage 18)", engine="graph")
-    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18, s19]
+    s20 = derive(s19, "stage20", "PyTorch's fused Adam: one kernel updates every parameter, where the default "
+                 "runs a dozen small ops per step over the parameter list", fused_optimizer=True)
+    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18, s19, s20]
 
 
 LADDER = build_ladder()  # in order: each stage's parent is the one before it
