@@ -14,7 +14,7 @@ from fastmnist.errors import FastMnistError
 from fastmnist.models import NETS, flops_per_image
 from fastmnist.recipes import get_recipe
 from fastmnist.layout import prepare
-from tests.test_cli import assert_one_line_error, fastmnist as run_cli
+from tests.test_cli import assert_one_line_error, in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "residual.py"
@@ -120,10 +120,11 @@ def test_net_fields_cannot_be_set_on_a_user_network():
     assert get_recipe(f"{EXAMPLE}:residual[lr=0.03]").lr == 0.03 and recipe.lr == 0.02
 
 
-def test_example_benches_from_the_command_line(real_mnist, tmp_path):
-    proc = run_cli("bench", "stage14", f"{EXAMPLE}:residual", "--runs", "1", "--set", "train_fraction=0.03",
-                   "--quiet", "--data-dir", real_mnist.source, env={"FASTMNIST_CACHE": str(tmp_path / "cache")})
-    assert "residual[train_fraction=0.03]" in proc.stdout
+def test_example_benches_from_the_command_line(real_mnist, tmp_path, monkeypatch, capsys):
+    proc = in_process(["bench", "stage14", f"{EXAMPLE}:residual", "--runs", "1", "--set", "train_fraction=0.03",
+                       "--quiet", "--data-dir", real_mnist.source], {"FASTMNIST_CACHE": str(tmp_path / "cache")},
+                      monkeypatch, capsys)
+    assert proc.returncode == 0 and "residual[train_fraction=0.03]" in proc.stdout
 
 
 def test_python_sweep_returns_the_cli_report(small_mnist):

@@ -40,7 +40,7 @@ def test_recipes_lists_and_diffs():
 
 def test_train_json_small_budget(data_env, tmp_path):
     model = tmp_path / "m.safetensors"
-    proc = fastmnist("train", "--recipe", "stage8", "--set", "train_fraction=0.1", "--json", "--threads", "2",
+    proc = fastmnist("train", "--recipe", "stage14", "--set", "train_fraction=0.1", "--json", "--threads", "2",
                      "--seed", "1", "--save", str(model), env=data_env)
     record = json.loads(proc.stdout)
     for key in ("recipe", "seed", "device", "accuracy", "seconds", "epochs", "excluded_seconds", "machine",
@@ -54,14 +54,14 @@ def test_train_json_small_budget(data_env, tmp_path):
     assert record["seconds"] > 0
     assert set(record["excluded_seconds"]) == {"data_load", "prepare", "warmup", "capture"}
     assert record["machine"]["vector_isa"] and record["machine"]["torch_threads"] == 2
-    assert record["provenance"]["command"].startswith("fastmnist train --recipe stage8")
+    assert record["provenance"]["command"].startswith("fastmnist train --recipe stage14")
     assert model.is_file() and not list(tmp_path.glob("*.tmp"))
 
 
-def test_train_text_output_names_the_machine(data_env):
+def test_train_text_output_names_the_machine(data_env, monkeypatch, capsys):
     import torch
 
-    out = fastmnist("train", "--set", "train_fraction=0.05", "--no-warmup", env=data_env).stdout
+    out = in_process(["train", "--set", "train_fraction=0.05", "--no-warmup"], data_env, monkeypatch, capsys).stdout
     assert "test accuracy" in out and "not timed: data load" in out
     assert torch.backends.cpu.get_cpu_capability() in out.splitlines()[0]  # the ISA tells machines apart
 

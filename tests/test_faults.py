@@ -23,6 +23,7 @@ from fastmnist.recipes import FASTEST
 from fastmnist.report import ladder_plot, sweep_table
 from fastmnist.store import JobStore, open_study
 from fastmnist.use import predict_files
+from tests.store_worker import worker_opens
 from tests.test_cli import assert_one_line_error, in_process
 
 UNWRITABLE = "/proc/fastmnist-test"  # nothing can be created under /proc, even as root
@@ -165,15 +166,6 @@ def test_ladder_picture_draws_points_on_a_log_axis(monkeypatch, tmp_path):
     top = figures[0].axes[0]
     assert top.get_yscale() == "log"
     assert not top.patches  # no bars: a bar on a log axis has no true zero and exaggerates ratios
-
-
-def worker_opens(path, barrier, results):
-    barrier.wait()
-    try:
-        open_study(f"sqlite:///{path}", "race")
-        results.put("ok")
-    except Exception as exc:  # noqa: BLE001 - the test reports whatever escaped
-        results.put(f"{type(exc).__name__}: {exc}")
 
 
 def test_workers_creating_one_new_store_together(tmp_path):

@@ -16,7 +16,7 @@ import torch
 from optuna.trial import TrialState
 
 from fastmnist.cli import main as cli_main
-from fastmnist.recipes import get_recipe
+from fastmnist.recipes import FASTEST, get_recipe
 from fastmnist.benchmark import benchmark
 from fastmnist.store import JobStore, open_study
 from tests.test_cli import assert_one_line_error, in_process
@@ -55,12 +55,13 @@ def cli(*args) -> list[str]:
 
 
 def bench_command(url, study, runs=4):
-    return cli("bench", "stage14", "stage13", "--runs", str(runs), "--set", SLICE, "--threads", "1",
+    return cli("bench", "stage14", FASTEST, "--runs", str(runs), "--set", SLICE, "--threads", "1",
                "--storage", url, "--study", study, "--stale-after", "3")
 
 
 def sweep_command(url, study, out):
-    return cli("sweep", "--recipe", f"stage14[{SLICE}]", "--param", "lr=0.02,0.03", "--runs", "2",
+    lr = get_recipe(FASTEST).lr  # the recipe's own value and one other: two points
+    return cli("sweep", "--recipe", f"{FASTEST}[{SLICE}]", "--param", f"lr={lr},{2 * lr}", "--runs", "2",
                "--threads", "1", "--storage", url, "--study", study, "--out", str(out), "--stale-after", "3")
 
 
@@ -87,7 +88,7 @@ def test_three_workers_share_a_bench_each_seed_once(store_url, env, tmp_path, re
     assert cli_main(bench_command(store_url, study, runs=3)[3:] + ["--report", "--out", str(shared)]) == 0
     report = json.loads(shared.read_text())
     assert sum(len(m["seeds"]) for m in report["machines"]) == 3
-    recipes = [get_recipe(f"{name}[{SLICE},threads=1]") for name in ("stage14", "stage13")]
+    recipes = [get_recipe(f"{name}[{SLICE},threads=1]") for name in ("stage14", FASTEST)]
     alone = benchmark(recipes, 3, real_mnist, torch.device("cpu"), progress=False)  # one worker, here
     assert {(r["recipe"].split("[")[0], r["seed"]): r["accuracy"] for r in alone["runs"]} == {
         (r["recipe"].split("[")[0], r["seed"]): r["accuracy"] for r in report["runs"]}  # the same results
@@ -97,7 +98,7 @@ def test_three_workers_share_a_sweep_each_run_once(store_url, env, tmp_path):
     study = f"sweep-{uuid.uuid4().hex[:8]}"
     outs = run_together([sweep_command(store_url, study, tmp_path / f"w{i}") for i in range(3)], env)
     jobs = finished_jobs(store_url, study)
-    assert len(jobs) == len(set(jobs)) == 2 * 2  # lr 0.02 and 0.03, two seeds each, each run once
+    assert len(jobs) == len(set(jobs)) == 2 * 2  # two lr values, two seeds each, each run once
     assert len({out.split("runs:")[0] for out in outs}) == 1  # every worker prints the same table
 
 

@@ -6,7 +6,7 @@ import torch
 
 from fastmnist.device import pick_device
 from fastmnist.models import INIT_IMAGES, NETS, whitening_filters
-from fastmnist.recipes import get_recipe
+from fastmnist.recipes import derive, get_recipe
 from fastmnist.benchmark import benchmark
 from fastmnist.runner import Runner
 from fastmnist.stats import paired_ratio, summarize, welch_p
@@ -63,18 +63,18 @@ def test_warmup_run_covers_last_partial_batch(small_mnist):
 
 
 def test_benchmark_interleaves_and_summarises(small_mnist):
-    recipes = [quick(), dataclasses.replace(quick(), name="other", channels_last=True)]
+    recipes = [quick("stage14"), derive(quick("stage14"), "other", "conv1 24 channels", conv1=24)]
     seen = []
     report = benchmark(recipes, 2, small_mnist, CPU, progress=False, on_run=lambda r: seen.append(r.recipe))
-    assert seen == ["stage8", "other", "stage8", "other"]
+    assert seen == ["stage14", "other", "stage14", "other"]
     first, second = report["summary"]
     assert first["runs"] == 2 and first["median_time_ratio_vs_first"] == 1.0
     runs = {(r["recipe"], r["seed"]): r["seconds"] for r in report["runs"]}
     assert second["median_time_ratio_vs_first"] == pytest.approx(
-        np.median([runs["other", s] / runs["stage8", s] for s in (0, 1)]))
-    stage8 = [r["accuracy"] for r in report["runs"] if r["recipe"] == "stage8"]
-    assert first["accuracy_mean"] == pytest.approx(np.mean(stage8))
-    assert first["share_reaching_target"] == np.mean([a >= 99.0 for a in stage8])
+        np.median([runs["other", s] / runs["stage14", s] for s in (0, 1)]))
+    stage14 = [r["accuracy"] for r in report["runs"] if r["recipe"] == "stage14"]
+    assert first["accuracy_mean"] == pytest.approx(np.mean(stage14))
+    assert first["share_reaching_target"] == np.mean([a >= 99.0 for a in stage14])
     assert len(report["runs"]) == 4 and report["machine"]["torch_version"] == torch.__version__
     assert report["recipes"]["other"]["net"]["conv1"] == 24  # every recipe in full
     assert report["provenance"]["fastmnist_version"] and "command" in report["provenance"]
