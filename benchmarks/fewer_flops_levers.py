@@ -11,6 +11,9 @@ the work of conv2 goes:
 - `whiten_stride3_*`: conv1 with stride 3 (8x8 maps instead of 12x12), so conv2 sees fewer positions.
 - `frozen_conv2_*`: conv2 not learned either: the patch-whitening of conv1's output (PCA, +/- pairs, as
   conv1), so nothing before BatchNorm needs a backward; only BatchNorm and the two linear layers learn.
+
+And two changes of stage 20's own network that might buy accuracy to trade for images: `zero_head` (the
+output layer starts at zero) and `frozen_bn_scale` (BatchNorm learns its shift only, as in airbench).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastmnist
-from fastmnist.models import INIT_IMAGES, WHITENING_EPS, whitening_filters
+from fastmnist.models import INIT_IMAGES, WHITENING_EPS, ConvNet, whitening_filters
 
 
 def pca_filters(maps: torch.Tensor, pairs: int, kernel: int) -> torch.Tensor:
@@ -96,3 +99,25 @@ frozen_conv2_32 = fastmnist.derive(STAGE18, "frozen_conv2_32", "conv2 frozen too
 frozen_conv2_64 = fastmnist.derive(STAGE18, "frozen_conv2_64", "conv2 frozen too: 64 PCA filters, all images",
                                    net=network("net_frozen_conv2_64", conv2=64, frozen_conv2=True),
                                    train_fraction=1.0)
+
+
+STAGE20 = fastmnist.recipe("stage20")
+
+
+def net_zero_head() -> nn.Module:
+    net = ConvNet(STAGE20.net)
+    nn.init.zeros_(net.fc2.weight)
+    nn.init.zeros_(net.fc2.bias)
+    return net
+
+
+def net_frozen_bn_scale() -> nn.Module:
+    net = ConvNet(STAGE20.net)
+    net.bn2.weight.requires_grad_(False)
+    return net
+
+
+zero_head = fastmnist.derive(STAGE20, "zero_head", "stage 20, output layer initialised at zero", net=net_zero_head)
+zero_head_70 = fastmnist.derive(zero_head, "zero_head_70", "the same on 70% of the images", train_fraction=0.7)
+frozen_bn_scale = fastmnist.derive(STAGE20, "frozen_bn_scale", "stage 20, BatchNorm's scale fixed at 1",
+                                   net=net_frozen_bn_scale)
