@@ -4,7 +4,7 @@
 # ignored folder .gpu/ and carry it:
 #
 #     mkdir -p .gpu && cp -r ../shared/gpu/wheels ../shared/mnist .gpu/
-#     bash benchmarks/gpu.sh            # on the GPU machine, from the project's root; about 3-4 minutes
+#     bash benchmarks/gpu.sh            # on the GPU machine, from the project's root; about 4-5 minutes (an estimate: not yet run on a GPU)
 #
 # It installs fastmnist and the packages the machine lacks from .gpu/wheels (no index), runs the CUDA tests,
 # the bar of the graph engine (`bench stage14 fastest --runs 25 --device cuda`), stage 18 against stages 19
