@@ -239,6 +239,17 @@ def test_muon_is_pytorchs_update_for_matrices_and_flattens_conv_filters():
     assert filters.is_contiguous(memory_format=torch.channels_last) and singular.min() > 0.3 * singular.max()
 
 
+def linear_net():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+
+
+@pytest.mark.parametrize("name", ["stage14[optimizer=muon]", "stage14[optimizer=muon,muon_scope=conv]"])
+def test_muon_without_a_matrix_for_it_is_one_line(small_mnist, name):
+    recipe = dataclasses.replace(get_recipe(name), net=linear_net)  # its only weight is the head's
+    with pytest.raises(FastMnistError, match="has no (hidden weight matrices|convolution filters) for Muon"):
+        train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0, warmup=True)
+
+
 def test_a_muon_recipe_trains(small_mnist):
     recipe = get_recipe("stage18[optimizer=muon,muon_lr=0.05]")
     result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)

@@ -126,6 +126,10 @@ def make_optimizers(recipe: Recipe, model: nn.Module, rate: torch.Tensor,
         params = [p for p in model.parameters() if p.requires_grad]
         return [(make_optimizer(recipe, params, lr, capturable), lr, 1.0)]
     matrices, others = muon_split(model, recipe.muon_scope)
+    if not matrices:
+        kind = "convolution filters" if recipe.muon_scope == "conv" else "hidden weight matrices"
+        raise FastMnistError(f"{recipe.name}: optimizer=muon, and network {net_name(recipe.net)} has no "
+                             f"{kind} for Muon (muon_scope={recipe.muon_scope}); use adam")
     scale = recipe.muon_lr / recipe.lr
     muon_lr, adam_lr = rate * scale, rate.clone()
     adam = make_optimizer(dataclasses.replace(recipe, optimizer="adam"), others, adam_lr, capturable)
