@@ -25,19 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastmnist
-from fastmnist.models import INIT_IMAGES, WHITENING_EPS, ConvNet, whitening_filters
-
-
-def pca_filters(maps: torch.Tensor, pairs: int, kernel: int) -> torch.Tensor:
-    """`whitening_filters` for inputs of several channels: the strongest directions of the k x k x C patches."""
-    channels = maps.shape[1]
-    patches = F.unfold(maps.float().contiguous(), kernel).transpose(1, 2).reshape(-1, channels * kernel ** 2)
-    mean = patches.mean(0)
-    covariance = (patches.T @ patches / len(patches) - torch.outer(mean, mean)).double().cpu()
-    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-    strongest = eigenvectors[:, -pairs:].flip(1) / torch.sqrt(eigenvalues[-pairs:].flip(0) + WHITENING_EPS)
-    filters = strongest.T.reshape(pairs, channels, kernel, kernel).float().to(maps.device)
-    return torch.cat([filters, -filters])
+from fastmnist.models import INIT_IMAGES, ConvNet, whitening_filters
 
 
 class WhitenedNet(nn.Module):
@@ -65,7 +53,7 @@ class WhitenedNet(nn.Module):
                                                       self.stride1))
             if self.frozen_conv2:  # from half the images: 500 x 100 positions are ample for 216 dimensions
                 maps = F.relu(F.conv2d(images[:INIT_IMAGES // 2], self.conv1.weight, stride=self.stride1))
-                self.conv2.weight.copy_(pca_filters(maps, len(self.conv2.weight) // 2, 3))
+                self.conv2.weight.copy_(whitening_filters(maps, len(self.conv2.weight) // 2, 3, 1))
 
     def forward(self, x):
         x = F.relu(self.conv1(x))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import time
 
@@ -33,6 +32,7 @@ from fastmnist.layout import prepare, test_batches
 from fastmnist.machine import machine_info
 from fastmnist.records import envelope
 from fastmnist.recipes import get_recipe
+from fastmnist.stats import paired_ratio, plus_minus, summarize
 from fastmnist.trainer import test_accuracy
 
 RECIPE = get_recipe("stage18")
@@ -124,16 +124,13 @@ def main() -> int:
         for name, spec in variants.items():
             accuracy, seconds = run(data, seed, spec)
             runs[name].append({"seed": seed, "accuracy": accuracy, "seconds": seconds})
-    first, summary = runs[args.variants[0]], {}
+    reference, summary = [r["seconds"] for r in runs[args.variants[0]]], {}
     for name, rows in runs.items():
-        summary[name] = {
-            "accuracy_mean": statistics.mean(r["accuracy"] for r in rows),
-            "accuracy_std": statistics.stdev(r["accuracy"] for r in rows) if len(rows) > 1 else 0.0,
-            "seconds_median": statistics.median(r["seconds"] for r in rows),
-            "steps": len(batch_sizes(variants[name])),
-            "median_time_ratio_vs_first": statistics.median(r["seconds"] / f["seconds"] for r, f in zip(rows, first))}
-        s = summary[name]
-        print(f"{name:38s} {s['accuracy_mean']:.3f} +- {s['accuracy_std']:.3f} %  {s['steps']:4d} steps  "
+        seconds = [r["seconds"] for r in rows]
+        s = summary[name] = {**summarize([r["accuracy"] for r in rows], seconds, RECIPE.target),
+                             "steps": len(batch_sizes(variants[name])),
+                             "median_time_ratio_vs_first": paired_ratio(reference, seconds)}
+        print(f"{name:38s} {plus_minus(s['accuracy_mean'], s['accuracy_std'], 3)} %  {s['steps']:4d} steps  "
               f"median {s['seconds_median']:.2f} s  ratio {s['median_time_ratio_vs_first']:.2f}")
     report = {**envelope("loop-variants", machine_info(device, peaks=True), [RECIPE]), "runs": runs,
               "summary": summary}

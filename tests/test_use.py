@@ -90,7 +90,7 @@ def test_mnist_format_recentres_a_shifted_digit(small_mnist, tmp_path):
         canvas = np.zeros((40, 40), np.uint8)
         canvas[top:top + 28, left:left + 28] = digit
         Image.fromarray(canvas).save(tmp_path / f"{name}.png")
-    a, b = to_mnist_format(tmp_path / "corner.png"), to_mnist_format(tmp_path / "centred.png")
+    (a, _), (b, _) = to_mnist_format(tmp_path / "corner.png"), to_mnist_format(tmp_path / "centred.png")
     assert np.array_equal(a, b)  # same ink, same crop: where it sat on the page does not matter
     ys, xs = np.indices(a.shape)
     assert abs((ys * a).sum() / a.sum() - 14) < 1 and abs((xs * a).sum() / a.sum() - 14) < 1

@@ -3,8 +3,6 @@ workers on a store (each seed's recipes always on one machine, so a paired ratio
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from fastmnist.data import Mnist
@@ -13,7 +11,7 @@ from fastmnist.machine import describe, machine_info
 from fastmnist.recipes import Recipe
 from fastmnist.records import bench_report
 from fastmnist.runner import Runner
-from fastmnist.store import job_key, run_jobs
+from fastmnist.store import job_key, run_jobs, this_worker
 from fastmnist.trainer import RunResult
 
 
@@ -57,7 +55,7 @@ def shared_benchmark(recipes: list[Recipe], runs: int, store, runner: Runner | N
             results = runner.run_interleaved(recipes, [seed])
             return {"accuracy": results[recipes[0].name][0].accuracy, "recipes": [r.name for r in recipes],
                     "runs": [results[r.name][0].record() for r in recipes], "machine": here,
-                    "worker": f"{here['hostname']}:{os.getpid()}",
+                    "worker": this_worker(),
                     "excluded_seconds": {r.name: runner.excluded_seconds(r) for r in recipes}}
         run_jobs(store, {job_key(seed=seed): ({}, seed) for seed in range(runs)}, run_seed, on_start,
                  on_result, on_wait)

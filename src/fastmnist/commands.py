@@ -14,7 +14,7 @@ import torch
 
 from fastmnist.data import Mnist
 from fastmnist.errors import FastMnistError
-from fastmnist.machine import load_average, machine_info
+from fastmnist.machine import load_average, load_span, machine_info
 from fastmnist.provenance import redact
 from fastmnist.recipes import Recipe
 from fastmnist.records import envelope
@@ -38,7 +38,7 @@ def train(recipe: Recipe, seed: int, mnist: Mnist, device: torch.device, warmup:
 def with_load(record: dict, start: list[float] | None) -> dict:
     """The record with the machine's load average when the command started and now: a busy machine
     explains slow figures."""
-    return {**record, "load_average": {"start": start, "end": load_average()}}
+    return {**record, "load_average": load_span(start)}
 
 
 def bench(recipes: list[Recipe], runs: int, load: Load, storage: str | None = None, study: str | None = None,

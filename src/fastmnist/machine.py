@@ -74,6 +74,11 @@ def load_average() -> list[float] | None:
         return None
 
 
+def load_span(start: list[float] | None) -> dict:
+    """The load average when a command (or a ladder's stage) started and now, as every record keeps it."""
+    return {"start": start, "end": load_average()}
+
+
 class BusyMachineWarning(UserWarning):
     """The machine was already loaded beyond its cores when runs started: the figures will be slow."""
 

@@ -99,13 +99,16 @@ WHITENING_EPS = 5e-4  # added to each eigenvalue: keeps the faintest directions 
 def whitening_filters(images: torch.Tensor, pairs: int, kernel: int, stride: int) -> torch.Tensor:
     """The `pairs` strongest eigenvectors of the patches' covariance, each scaled to unit output variance,
     then the same filters negated (airbench's `init_whitening_conv`): after a ReLU the pair keeps both signs.
-    The eigen-decomposition (kernel^2 square: 25x25 for 5x5) runs on the CPU in float64, whatever the device."""
-    patches = F.unfold(images.float().contiguous(), kernel, stride=stride).transpose(1, 2).reshape(-1, kernel ** 2)
+    Patches span every input channel (MNIST's one, or a feature map's C: C*k*k dimensions). The
+    eigen-decomposition (25x25 for one channel and 5x5) runs on the CPU in float64, whatever the device."""
+    channels = images.shape[1]
+    patches = F.unfold(images.float().contiguous(), kernel, stride=stride).transpose(1, 2).reshape(
+        -1, channels * kernel ** 2)
     mean = patches.mean(0)
     covariance = (patches.T @ patches / len(patches) - torch.outer(mean, mean)).double().cpu()
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
     strongest = eigenvectors[:, -pairs:].flip(1) / torch.sqrt(eigenvalues[-pairs:].flip(0) + WHITENING_EPS)
-    filters = strongest.T.reshape(pairs, 1, kernel, kernel).float().to(images.device)
+    filters = strongest.T.reshape(pairs, channels, kernel, kernel).float().to(images.device)
     return torch.cat([filters, -filters])
 
 

@@ -30,8 +30,13 @@ def pyplot():
     return plt
 
 
+def peaks_text(machine: dict) -> str:
+    """'fp32 150, bf16 410': the best matmul rates measured on the machine, in GFLOP/s ('' if none was)."""
+    return ", ".join(f"{p} {peak_gflops(machine, p):.0f}" for p in ("fp32", "bf16") if peak_gflops(machine, p))
+
+
 def machine_line(machine: dict) -> str:
-    peaks = ", ".join(f"{p} {peak_gflops(machine, p):.0f}" for p in ("fp32", "bf16") if peak_gflops(machine, p))
+    peaks = peaks_text(machine)
     return (f"machine: {describe(machine)}, {machine['cpu_count']} cores, torch {machine['torch_version']}"
             + (f", best matmul GFLOP/s: {peaks}" if peaks else ""))
 
@@ -122,9 +127,7 @@ def ladder_markdown(report: dict) -> str:
              "different machines are not comparable, see each stage's `machine` in ladder.json.")
     rows += ["", where + " Timed: model creation, training and every test evaluation the recipe makes; not "
              "timed: data loading, preparation, one short warm-up run per stage. Floor: the run's FLOPs at this "
-             "machine's best matmul rate in the precision the stage ran ("
-             + ", ".join(f"{p} {peak_gflops(machine, p):.0f}" for p in ("fp32", "bf16") if peak_gflops(machine, p))
-             + " GFLOP/s). "
+             f"machine's best matmul rate in the precision the stage ran ({peaks_text(machine)} GFLOP/s). "
              "The last column is the original study's own GTX 1660 Ti figure (docs/ladder.md)."]
     return "\n".join(rows) + "\n"
 

@@ -15,7 +15,7 @@ from fastmnist.errors import FastMnistError
 from fastmnist.models import flops_per_image
 from fastmnist.output import write_json, write_or_fallback
 from fastmnist.recipes import LADDER, Recipe, changes_from_parent, get_recipe
-from fastmnist.machine import load_average, machine_info
+from fastmnist.machine import load_average, load_span, machine_info
 from fastmnist.records import envelope, summary_row
 from fastmnist.runner import Runner
 
@@ -96,7 +96,7 @@ def run_ladder(stages: list[Recipe], runs: int, mnist, device, out_dir: Path, pr
             "runs": [r.record() for r in results],
             "machine": head["machine"],
             "provenance": head["provenance"],
-            "load_average": {"start": load_start, "end": load_average()},
+            "load_average": load_span(load_start),
         }
         report["stages"] = dict(sorted(report["stages"].items(), key=lambda kv: ladder_position(kv[0])))
         write_or_fallback(path, lambda target: write_json(target, report), "the ladder's runs")

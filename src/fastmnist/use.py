@@ -76,15 +76,13 @@ def grey_values(img) -> np.ndarray:
     return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
 
 
-def to_mnist_format(path: str | Path) -> np.ndarray:
+def to_mnist_format(path: str | Path) -> tuple[np.ndarray, str | None]:
     """An image file of one digit, made the way MNIST was: grey, ink bright on black, the digit fitted into
-    20x20 keeping its aspect ratio, then centred by its centre of mass in 28x28. Returns uint8 (28, 28)."""
-    return mnist_from_grey(read_grey(path)[0], path)
-
-
-def mnist_from_grey(grey: np.ndarray, path: str | Path) -> np.ndarray:
+    20x20 keeping its aspect ratio, then centred by its centre of mass in 28x28. Returns uint8 (28, 28), and
+    `read_grey`'s note."""
     from PIL import Image
 
+    grey, note = read_grey(path)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     if np.median(border) > 0.5:  # dark ink on light paper: MNIST is light ink on black
         grey, border = 1.0 - grey, 1.0 - border
@@ -107,7 +105,7 @@ def mnist_from_grey(grey: np.ndarray, path: str | Path) -> np.ndarray:
     left = min(max(left, 0), 28 - fitted.shape[1])
     canvas = np.zeros((28, 28))
     canvas[top:top + fitted.shape[0], left:left + fitted.shape[1]] = fitted
-    return np.clip(canvas, 0, 255).astype(np.uint8)
+    return np.clip(canvas, 0, 255).astype(np.uint8), note
 
 
 def predict_files(model: torch.nn.Module, paths: list[str]) -> list[dict]:
@@ -115,8 +113,7 @@ def predict_files(model: torch.nn.Module, paths: list[str]) -> list[dict]:
     records = []
     for path in paths:
         try:
-            grey, note = read_grey(path)
-            image = mnist_from_grey(grey, path)
+            image, note = to_mnist_format(path)
         except FastMnistError as exc:
             records.append({"file": str(path), "error": str(exc)})
             continue
