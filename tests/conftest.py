@@ -90,3 +90,9 @@ def small_mnist(real_mnist) -> Mnist:
     """6,000 training and 2,000 test images: enough to learn far above chance in seconds."""
     return Mnist(real_mnist.train_images[:6000], real_mnist.train_labels[:6000],
                  real_mnist.test_images[:2000], real_mnist.test_labels[:2000], real_mnist.source, 0.0)
+
+
+@pytest.fixture()
+def data_env(real_mnist, tmp_path) -> dict[str, str]:
+    """The environment a CLI run needs: the real MNIST, and a cache of the test's own."""
+    return {"FASTMNIST_DATA": real_mnist.source, "FASTMNIST_CACHE": str(tmp_path / "cache")}

@@ -27,11 +27,6 @@ def assert_one_line_error(proc, fragment):
     assert fragment in lines[0]
 
 
-@pytest.fixture()
-def data_env(real_mnist, tmp_path):
-    return {"FASTMNIST_DATA": real_mnist.source, "FASTMNIST_CACHE": str(tmp_path / "cache")}
-
-
 def test_recipes_lists_and_diffs():
     out = fastmnist("recipes", "--diff").stdout
     assert "stage0" in out and "stage8" in out and "(= fastest)" in out

@@ -29,11 +29,6 @@ from tests.test_cli import assert_one_line_error, in_process
 UNWRITABLE = "/proc/fastmnist-test"  # nothing can be created under /proc, even as root
 
 
-@pytest.fixture()
-def data_env(real_mnist, tmp_path):
-    return {"FASTMNIST_DATA": real_mnist.source, "FASTMNIST_CACHE": str(tmp_path / "cache")}
-
-
 @pytest.mark.parametrize("args, fragment", [
     (["train", "--save", UNWRITABLE + "/m.safetensors"], "cannot write into /proc/fastmnist-test"),
     (["train", "--save", "/etc/passwd/m.safetensors"], "cannot write into /etc/passwd"),

@@ -21,11 +21,6 @@ from tests.test_cli import assert_one_line_error, in_process
 SLICE = "train_fraction=0.02"
 
 
-@pytest.fixture()
-def data_env(real_mnist, tmp_path):
-    return {"FASTMNIST_DATA": real_mnist.source, "FASTMNIST_CACHE": str(tmp_path / "cache")}
-
-
 def disk_full_for(monkeypatch, *names):
     """os.replace fails, as on a full disk, for the files named (the last step of every atomic write)."""
     real_replace = os.replace
