@@ -43,7 +43,8 @@ class Report(dict):
 
 
 def recipe(name: str) -> Recipe:
-    """A recipe by name: 'stage0'...'stage19', 'fastest', 'NAME[key=value,...]' or 'FILE.py:NAME'."""
+    """A recipe by name: 'stage0' to the last stage (`fastmnist recipes`), 'fastest', 'NAME[key=value,...]'
+    or 'FILE.py:NAME'."""
     return get_recipe(name)
 
 
