@@ -31,11 +31,11 @@ def benchmark(recipes: list[Recipe], runs: int, mnist: Mnist, device: torch.devi
     distinct(recipes)
     runner = Runner(mnist, device)
     results = runner.run_interleaved(recipes, range(runs), progress, on_run)
-    excluded = {r.name: runner.excluded_seconds(r) for r in recipes}
     return bench_report(recipes, results, machine_info(device, peaks=True), {
         "data_load_seconds": mnist.load_seconds,
-        **{f"{part}_seconds": {name: seconds[part] for name, seconds in excluded.items()}
-           for part in ("prepare", "warmup", "capture")}})
+        "prepare_seconds": {r.name: runner.data(r).seconds for r in recipes},
+        "warmup_seconds": {r.name: runner.warm(r) for r in recipes},
+        "capture_seconds": {r.name: runner.captures[r.name] for r in recipes}})
 
 
 def bench_study_name(recipes: list[Recipe]) -> str:

@@ -46,7 +46,6 @@ class Recipe:
     threads: int = 0  # CPU threads for this recipe's runs, set before the clock starts (0: the process's)
     compile: bool = False  # torch.compile the model (compile time is warm-up, reported, not timed)
     engine: str = "eager"  # eager | graph: one epoch of steps captured once, replayed per run (CUDA; engine.py)
-    allocator: str = "system"  # system | retain: the process keeps freed memory instead of faulting it in anew
     parent: str | None = None
     changes: tuple[str, ...] = field(default=(), compare=False)  # the field names changed from the parent
 
@@ -58,7 +57,6 @@ PARAM_CHOICES = {
     "schedule": ("step", "onecycle"),
     "precision": ("fp32", "bf16"),
     "engine": ("eager", "graph"),
-    "allocator": ("system", "retain"),
 }
 NET_FIELDS = {f.name for f in dataclasses.fields(NetSpec)}
 BOOKKEEPING = {"name", "summary", "parent", "changes"}
@@ -148,9 +146,7 @@ def build_ladder() -> list[Recipe]:
                  "CPU the same step runs eagerly, as stage 18)", engine="graph")
     s20 = derive(s19, "stage20", "PyTorch's fused Adam: one kernel updates every parameter, where the default "
                  "runs a dozen small ops per step over the parameter list", fused_optimizer=True)
-    s21 = derive(s20, "stage21", "freed memory kept in the process (glibc mallopt), as PyTorch's CUDA allocator does: "
-                 "each step's tensors reuse pages instead of faulting in fresh zeroed ones", allocator="retain")
-    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18, s19, s20, s21]
+    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18, s19, s20]
 
 
 LADDER = build_ladder()  # in order: each stage's parent is the one before it

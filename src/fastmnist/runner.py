@@ -2,20 +2,17 @@
 
 It prepares each data layout once, makes each recipe's engine once (a CUDA graph is captured then), warms
 each recipe up once (untimed), runs recipes for seeds interleaved A B A B ..., and says what was excluded
-from the clock. A recipe whose allocator this process cannot have runs in a worker process that has it
-(allocator.py), with the same data and settings, still one run at a time in the same order.
+from the clock.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 import warnings
 
 import torch
 from tqdm import tqdm
 
-from fastmnist import allocator
 from fastmnist.data import Mnist
 from fastmnist.engine import make_engine
 from fastmnist.layout import PreparedData, prepare, preparation_key
@@ -28,11 +25,8 @@ from fastmnist.trainer import RunResult, train_run
 class Runner:
     """Runs recipes warm: data prepared once per layout, one engine and one untimed warm-up per recipe."""
 
-    numbers = itertools.count()
-
     def __init__(self, mnist: Mnist, device: torch.device, warmup: bool = True, on_epoch=None):
         self.mnist, self.device, self.warmup, self.on_epoch = mnist, device, warmup, on_epoch
-        self.number = next(self.numbers)
         self.prepared: dict[tuple, PreparedData] = {}
         self.engines: dict[str, object] = {}
         self.captures: dict[str, float] = {}
@@ -53,22 +47,12 @@ class Runner:
             self.engines[recipe.name] = engine
         return self.engines[recipe.name]
 
-    def elsewhere(self, recipe: Recipe) -> allocator.Worker | None:
-        """The worker process that runs `recipe`, or None when it runs here."""
-        if allocator.here(recipe.allocator):
-            return None
-        return allocator.worker(recipe.allocator, torch.get_num_threads()).bind(self.number, self.mnist,
-                                                                                self.device, self.warmup)
-
     def warm(self, recipe: Recipe) -> float:
         """A short untimed run (loads kernels, fills allocator caches, compiles), once per recipe."""
         if recipe.name not in self.warmups:
-            if not self.warmups and (why := busy()):  # runs are about to start
-                warnings.warn(why, BusyMachineWarning, stacklevel=2)
-            if worker := self.elsewhere(recipe):
-                self.warmups[recipe.name] = worker.call("warm", recipe)
-                return self.warmups[recipe.name]
             engine = self.engine(recipe)
+            if not self.warmups and (why := busy()):  # the inputs are checked and runs are about to start
+                warnings.warn(why, BusyMachineWarning, stacklevel=2)
             start = time.perf_counter()
             if self.warmup:
                 train_run(recipe, self.data(recipe), seed=0, warmup=True, engine=engine)
@@ -77,8 +61,6 @@ class Runner:
 
     def run(self, recipe: Recipe, seed: int) -> RunResult:
         self.warm(recipe)
-        if worker := self.elsewhere(recipe):
-            return worker.call("run", recipe, seed)
         return train_run(recipe, self.data(recipe), seed, on_epoch=self.on_epoch, engine=self.engine(recipe))
 
     def run_interleaved(self, recipes: list[Recipe], seeds, progress: bool = False,
@@ -103,7 +85,5 @@ class Runner:
         return results
 
     def excluded_seconds(self, recipe: Recipe) -> dict:
-        if worker := self.elsewhere(recipe):
-            return worker.call("excluded", recipe)
         return {"data_load": self.mnist.load_seconds, "prepare": self.data(recipe).seconds,
                 "warmup": self.warm(recipe), "capture": self.captures[recipe.name]}

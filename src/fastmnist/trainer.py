@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import torch
 from torch.profiler import record_function
 
-from fastmnist import allocator
 from fastmnist.engine import effective_precision, make_engine
 from fastmnist.layout import PreparedData, test_batches
 from fastmnist.device import cpu_threads, sync
@@ -36,7 +35,6 @@ class RunResult:
     images_seen: int  # training images, summed over epochs
     test_images: int  # images in one test evaluation
     engine: str = "eager"  # what ran the steps: eager or cuda-graph (records older than the engines: eager)
-    allocator: str = "system"  # who kept freed memory: system or retain (allocator.py; older records: system)
     model: torch.nn.Module | None = field(default=None, repr=False)
 
     def record(self) -> dict:
@@ -68,10 +66,7 @@ def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = Fals
               engine=None) -> RunResult:
     """Model creation, training and the test evaluation(s): everything between the two clock readings.
     `engine` runs the steps (made here, and prepared before the clock, when not given); `on_epoch(epoch,
-    accuracy, elapsed_seconds)` is told after each test evaluation (for progress lines). The recipe's
-    allocator is taken where this process can still take it; the record says which one ran (`Runner` sends
-    a recipe this process cannot serve to a worker process that can)."""
-    allocator.here(recipe.allocator)
+    accuracy, elapsed_seconds)` is told after each test evaluation (for progress lines)."""
     with cpu_threads(recipe.threads):
         if engine is None:
             engine = make_engine(recipe, data)
@@ -83,7 +78,6 @@ def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_ep
     device = data.device
     precision = effective_precision(recipe, device)
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
-    memory = allocator.running()
     torch.manual_seed(seed)
     sync(device)
     start = time.perf_counter()
@@ -110,4 +104,4 @@ def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_ep
     # a captured model is reused by the next run: the result keeps a copy of this run's (after the clock)
     model = copy.deepcopy(run.model) if engine.used == "cuda-graph" else run.model
     return RunResult(recipe.name, seed, epoch_accuracies[-1], seconds, epoch + 1, epoch_accuracies, diverged,
-                     precision, images_seen, data.test_size, engine.used, memory, model)
+                     precision, images_seen, data.test_size, engine.used, model)
