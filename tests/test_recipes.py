@@ -1,5 +1,7 @@
 """Each ladder stage against docs/ladder.md, and the recipe machinery (derive, diff, overrides)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -75,6 +77,37 @@ def test_pool_before_relu_is_the_same_function():
     after.load_state_dict(before.state_dict())
     x = torch.randn(4, 1, 28, 28)
     assert torch.allclose(before(x), after(x), atol=1e-6)
+
+
+def test_hwc_features_is_fc1_with_its_columns_permuted():
+    """Stage 21 reads the pooled maps in (row, column, channel) order: the network stage 20 would be with
+    fc1's input columns reordered, so the same family, and the same function once the weights are moved."""
+    torch.manual_seed(0)
+    chw = ConvNet(RECIPES["stage20"].net).eval()
+    hwc = ConvNet(dataclasses.replace(RECIPES["stage20"].net, hwc_features=True)).eval()
+    state = chw.state_dict()
+    channels, side = chw.spec.conv2, chw.spec.sides()[1] // 2
+    state["fc1.weight"] = state["fc1.weight"].view(-1, channels, side, side).permute(0, 2, 3, 1).flatten(1)
+    hwc.load_state_dict(state)
+    x = torch.randn(4, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(chw(x), hwc(x), atol=1e-5)
+    assert not torch.allclose(chw(x), ConvNet(hwc.spec).eval().requires_grad_(False)(x))  # weights matter
+    maps = torch.randn(2, channels, side, side).contiguous(memory_format=torch.channels_last)
+    assert hwc.features(maps).data_ptr() == maps.data_ptr()  # a view of the maps: no copy
+
+
+def test_inplace_relu_changes_no_output_and_no_gradient():
+    torch.manual_seed(0)
+    spec = dataclasses.replace(RECIPES["stage20"].net, hwc_features=True)
+    plain, inplace = ConvNet(spec), ConvNet(dataclasses.replace(spec, inplace_relu=True))
+    inplace.load_state_dict(plain.state_dict())
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    for net in (plain, inplace):
+        torch.nn.functional.nll_loss(net(x), y).backward()
+    assert torch.equal(plain(x), inplace(x))
+    for (name, a), b in zip(plain.named_parameters(), inplace.parameters()):
+        assert (a.grad is None) == (b.grad is None), name
+        assert a.grad is None or torch.equal(a.grad, b.grad), name
 
 
 def hand_counted_flops(spec) -> tuple[int, int]:

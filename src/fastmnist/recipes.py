@@ -146,7 +146,10 @@ def build_ladder() -> list[Recipe]:
                  "CPU the same step runs eagerly, as stage 18)", engine="graph")
     s20 = derive(s19, "stage20", "PyTorch's fused Adam: one kernel updates every parameter, where the default "
                  "runs a dozen small ops per step over the parameter list", fused_optimizer=True)
-    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18, s19, s20]
+    s21 = derive(s20, "stage21", "activations kept in channels_last end to end: fc1 reads the pooled maps in their "
+                 "memory order (no copy, no mixed-layout ReLU backward), and each ReLU works in place",
+                 hwc_features=True, inplace_relu=True)
+    return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18, s19, s20, s21]
 
 
 LADDER = build_ladder()  # in order: each stage's parent is the one before it
