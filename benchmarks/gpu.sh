@@ -7,18 +7,18 @@
 #     bash benchmarks/gpu.sh            # on the GPU machine, from the project's root; about 4-5 minutes (an estimate: not yet run on a GPU)
 #
 # It installs fastmnist and the packages the machine lacks from .gpu/wheels (no index), runs the CUDA tests,
-# the bar of the graph engine (`bench stage14 fastest --runs 25 --device cuda`), stage 18 against stages 19
-# and 20 (captured, then captured with fused Adam), and the ladder 3-20 with 3 runs a stage, and writes everything to results/gpu/ (JSON with the machine,
+# the bar of the graph engine (`bench stage14 fastest --runs 25 --device cuda`), stage 18 against stages 19,
+# 20 and 21 (captured; with fused Adam; channels_last end to end), and the ladder 3-21 with 3 runs a stage, and writes everything to results/gpu/ (JSON with the machine,
 # the commit and the command line, and the test log).
 #
 # Checked on a CPU, without installing and on fewer runs:
-#     SKIP_INSTALL=1 DEVICE=cpu RUNS=2 LADDER_STAGES=18-20 LADDER_RUNS=1 OUT=/tmp/gpu-check bash benchmarks/gpu.sh
+#     SKIP_INSTALL=1 DEVICE=cpu RUNS=2 LADDER_STAGES=18-21 LADDER_RUNS=1 OUT=/tmp/gpu-check bash benchmarks/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BRING=${BRING:-.gpu}
 DEVICE=${DEVICE:-cuda}
 RUNS=${RUNS:-25}
-LADDER_STAGES=${LADDER_STAGES:-3-20}
+LADDER_STAGES=${LADDER_STAGES:-3-21}
 LADDER_RUNS=${LADDER_RUNS:-3}
 OUT=${OUT:-results/gpu}
 PYTHON=${PYTHON:-python3}
@@ -48,8 +48,8 @@ PY
     "tests/test_api.py::test_a_user_network_gets_init_from_data_inside_the_run" 2>&1 | tee "$OUT/tests.txt"
 fastmnist bench stage14 fastest --runs "$RUNS" --device "$DEVICE" --offline --quiet \
     --out "$OUT/bench-stage14-vs-fastest-$RUNS.json"
-fastmnist bench stage18 stage19 stage20 --runs "$RUNS" --device "$DEVICE" --offline --quiet \
-    --out "$OUT/bench-stage18-vs-stage19-stage20-$RUNS.json"
+fastmnist bench stage18 stage19 stage20 stage21 --runs "$RUNS" --device "$DEVICE" --offline --quiet \
+    --out "$OUT/bench-stage18-vs-stage19-21-$RUNS.json"
 fastmnist ladder --stages "$LADDER_STAGES" --runs "$LADDER_RUNS" --device "$DEVICE" --offline --quiet \
     --out "$OUT/ladder" > /dev/null
 cat "$OUT/ladder/ladder.md"
