@@ -42,7 +42,7 @@ def machine_line(machine: dict) -> str:
 
 
 def bench_table(report: dict) -> str:
-    asked = report.get("asked_as", {})  # `fastest` as the user typed it: 'fastest (stage20)'
+    asked = report.get("asked_as", {})  # `fastest` as the user typed it: 'fastest (stage21)'
     label = {row["recipe"]: f"{asked[row['recipe']]} ({row['recipe']})" if row["recipe"] in asked else row["recipe"]
              for row in report["summary"]}
     width = max(12, *(len(text) for text in label.values()))
