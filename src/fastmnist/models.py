@@ -137,15 +137,15 @@ class ConvNet(nn.Module):
                 self.conv1.weight.copy_(whitening_filters(images, self.spec.conv1 // 2,
                                                           self.spec.kernel1, self.spec.stride1))
 
-    def relu(self, x):
+    def activation(self, x):
         return F.relu(x, inplace=self.spec.inplace_relu)
 
     def block(self, x, conv, bn, pool, relu=True):
         x = conv(x)
         if pool and (self.spec.pool_before_relu or not relu):
             x = bn(F.max_pool2d(x, 2))
-            return self.relu(x) if relu else x
-        x = self.relu(bn(x))
+            return self.activation(x) if relu else x
+        x = self.activation(bn(x))
         return F.max_pool2d(x, 2) if pool else x
 
     def features(self, x):
@@ -159,7 +159,7 @@ class ConvNet(nn.Module):
         x = self.block(x, self.conv1, self.bn1, self.spec.pool1)
         x = self.block(x, self.conv2, self.bn2, True, self.spec.relu2)
         x = self.dropout1(x)
-        x = self.dropout2(self.relu(self.fc1(self.features(x))))
+        x = self.dropout2(self.activation(self.fc1(self.features(x))))
         return F.log_softmax(self.fc2(x), dim=1)
 
 
