@@ -44,8 +44,7 @@ def test_the_step_unit_follows_the_inline_loop_it_replaced(small_mnist, name):
     batches = memory_batches(data, recipe)[:5]
     bf16 = dict(device_type="cpu", dtype=torch.bfloat16, enabled=recipe.precision == "bf16")
 
-    torch.manual_seed(3)
-    model = new_model(recipe, data)
+    model = new_model(recipe, data, 3)
     optimizer = {"adam": lambda p: torch.optim.Adam(p, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2)),
                  "adadelta": lambda p: torch.optim.Adadelta(p, lr=recipe.lr),
                  "sgd": lambda p: torch.optim.SGD(p, lr=recipe.lr, momentum=recipe.momentum, nesterov=True),
@@ -67,8 +66,7 @@ def test_the_step_unit_follows_the_inline_loop_it_replaced(small_mnist, name):
         schedule.step()
         inline.append(loss.item())
 
-    torch.manual_seed(3)
-    unit_model = new_model(recipe, data)
+    unit_model = new_model(recipe, data, 3)
     step = TrainStep(unit_model, unit_model, recipe, len(memory_batches(data, recipe)), CPU)
     unit = []
     for x, y in batches:
@@ -84,7 +82,7 @@ def test_the_step_unit_follows_the_inline_loop_it_replaced(small_mnist, name):
 def test_reset_is_a_new_step(small_mnist):
     recipe = get_recipe("stage18")
     data = prepare(small_mnist, recipe, CPU)
-    model = new_model(recipe, data)
+    model = new_model(recipe, data, 0)
     step = TrainStep(model, model, recipe, 11, CPU)
     first_lr = step.lr.item()
     for x, y in memory_batches(data, recipe)[:3]:
@@ -146,10 +144,8 @@ def test_a_run_starts_from_exactly_a_new_model(real_mnist):
     data = prepare(real_mnist, recipe, CUDA)
     engine = CudaGraphEngine(recipe, data)
     engine.prepare()
-    torch.manual_seed(7)
     run = engine.start(7, warmup=False)
-    torch.manual_seed(7)
-    fresh = new_model(recipe, data)
+    fresh = new_model(recipe, data, 7)
     for name, value in fresh.state_dict().items():
         assert torch.equal(run.model.state_dict()[name], value), name
     assert all(float(v.abs().sum()) == 0 for optimizer, _, _ in run.step.optimizers

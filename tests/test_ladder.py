@@ -15,8 +15,8 @@ from fastmnist.report import ORIGINAL_GPU_SECONDS, ladder_markdown, write_ladder
 
 def test_ladder_runs_merges_and_reports(small_mnist, tmp_path):
     cpu = torch.device("cpu")
-    run_ladder([RECIPES["stage8"]], 2, small_mnist, cpu, tmp_path, progress=False)
-    report = run_ladder([RECIPES["stage7"]], 2, small_mnist, cpu, tmp_path, progress=False)
+    run_ladder([RECIPES["stage8"]], [0, 1], small_mnist, cpu, tmp_path, progress=False)
+    report = run_ladder([RECIPES["stage7"]], [0, 1], small_mnist, cpu, tmp_path, progress=False)
     assert list(report["stages"]) == ["stage7", "stage8"]  # stage 8 kept, stages in ladder order
     stored = json.loads((tmp_path / "ladder.json").read_text())
     assert [len(stored["stages"][s]["runs"]) for s in ("stage7", "stage8")] == [2, 2]
@@ -34,14 +34,14 @@ def test_ladder_runs_merges_and_reports(small_mnist, tmp_path):
 
 def test_changed_definition_is_flagged_stale(small_mnist, tmp_path):
     altered = dataclasses.replace(RECIPES["stage8"], batch_size=512)
-    report = run_ladder([altered], 2, small_mnist, torch.device("cpu"), tmp_path, progress=False)
+    report = run_ladder([altered], [0, 1], small_mnist, torch.device("cpu"), tmp_path, progress=False)
     assert "stale: definition changed since" in ladder_markdown(report)
 
 
 def test_foreign_ladder_json_is_refused(small_mnist, tmp_path):
     (tmp_path / "ladder.json").write_text("{\"kind\": \"bench\"}")
     with pytest.raises(FastMnistError, match="not a ladder.json"):
-        run_ladder([RECIPES["stage8"]], 1, small_mnist, torch.device("cpu"), tmp_path, progress=False)
+        run_ladder([RECIPES["stage8"]], [0], small_mnist, torch.device("cpu"), tmp_path, progress=False)
 
 
 def test_fields_added_since_a_run_count_as_unchanged_only_at_their_default():

@@ -83,13 +83,13 @@ def test_three_workers_share_a_bench_each_seed_once(store_url, env, tmp_path, re
     study = f"bench-{uuid.uuid4().hex[:8]}"
     run_together([bench_command(store_url, study, runs=3)] * 3, env)
     jobs = finished_jobs(store_url, study)
-    assert sorted(jobs) == sorted(f'{{"seed": {s}}}' for s in range(3))  # every seed once, none twice
+    assert sorted(jobs) == sorted(f'{{"seed": {s}}}' for s in range(100, 103))  # every seed once, none twice
     shared = tmp_path / "shared.json"
     assert cli_main(bench_command(store_url, study, runs=3)[3:] + ["--report", "--out", str(shared)]) == 0
     report = json.loads(shared.read_text())
     assert sum(len(m["seeds"]) for m in report["machines"]) == 3
     recipes = [get_recipe(f"{name}[{SLICE},threads=1]") for name in ("stage14", FASTEST)]
-    alone = benchmark(recipes, 3, real_mnist, torch.device("cpu"), progress=False)  # one worker, here
+    alone = benchmark(recipes, [100, 101, 102], real_mnist, torch.device("cpu"), progress=False)  # one worker, here
     assert {(r["recipe"].split("[")[0], r["seed"]): r["accuracy"] for r in alone["runs"]} == {
         (r["recipe"].split("[")[0], r["seed"]): r["accuracy"] for r in report["runs"]}  # the same results
 
@@ -121,11 +121,11 @@ def test_a_killed_workers_seed_is_rerun_and_finished_runs_kept(store_url, env, m
     store = JobStore(open_study(store_url, study))
     assert len(store.study.get_trials(states=(TrialState.RUNNING,))) == 1
     kept = finished_jobs(store_url, study)
-    assert kept == ['{"seed": 0}']  # the seed finished before the kill
+    assert kept == ['{"seed": 100}']  # the seed finished before the kill
     rerun = in_process(bench_command(store_url, study, runs=3)[3:], env, monkeypatch, capsys)  # no new interpreter
     assert rerun.returncode == 0, rerun.stderr
-    assert sorted(finished_jobs(store_url, study)) == sorted(f'{{"seed": {s}}}' for s in range(3))
-    assert rerun.stderr.count("bench: running") == 2  # seed 0 kept, the killed seed 1 redone, seed 2 new
+    assert sorted(finished_jobs(store_url, study)) == sorted(f'{{"seed": {s}}}' for s in range(100, 103))
+    assert rerun.stderr.count("bench: running") == 2  # seed 100 kept, the killed seed 101 redone, seed 102 new
     assert len(store.study.get_trials(states=(TrialState.FAIL,))) == 1  # failed once its heartbeat stopped
 
 
@@ -176,7 +176,7 @@ def test_the_database_stopping_mid_run_ends_with_one_line_and_resumes(env, monke
     assert "stopped answering" in lines[0] and "run the same command again" in lines[0]
     rerun = in_process(bench_command(POSTGRES, study, runs=2)[3:], env, monkeypatch, capsys)
     assert rerun.returncode == 0, rerun.stderr
-    assert sorted(finished_jobs(POSTGRES, study)) == sorted(f'{{"seed": {s}}}' for s in range(2))
+    assert sorted(finished_jobs(POSTGRES, study)) == sorted(f'{{"seed": {s}}}' for s in range(100, 102))
 
 
 @pytest.mark.parametrize("url, fragment", [

@@ -37,7 +37,7 @@ def test_a_report_of_stored_runs_says_what_the_workers_did(small_mnist):
     takes precision, engine and machine from the runs, not from the machine that prints it."""
     recipe = get_recipe(SLICE)
     store = open_store(None, "records")
-    report = shared_benchmark([recipe], 1, store, Runner(small_mnist, torch.device("cpu")))
+    report = shared_benchmark([recipe], [0], store, Runner(small_mnist, torch.device("cpu")))
     here = report["machine"]
     assert here["hostname"] == machine_info(torch.device("cpu"))["hostname"] and "matmul_gflops_fp32" in here
     gpu = {**here, "device": "cuda", "gpu": "NVIDIA H200", "hostname": "gpu-box", "matmul_gflops_bf16": 7.9e5}
@@ -64,7 +64,7 @@ def test_the_floor_is_in_the_precision_the_stage_ran():
     peaks = {"matmul_gflops_fp32": 100.0, "matmul_gflops_bf16": 400.0}
     report = {"kind": "ladder", "stages": {"mine-fp32": stage("fp32", 2.0, 0.1, **peaks),
                                            "mine-bf16": stage("bf16", 2.0, 0.1, **peaks)}}
-    rows = {line.split("|")[1].strip(): line.split("|")[11].strip()
+    rows = {line.split("|")[1].strip(): line.split("|")[12].strip()
             for line in ladder_markdown(report).splitlines() if line.startswith("| mine")}
     assert rows == {"mine-fp32": "2.0", "mine-bf16": "8.0"}  # 0.1 TFLOP takes 1 s at 100, 0.25 s at 400
     older = {"kind": "ladder", "stages": {"old-bf16": stage("bf16", 2.0, 0.1, matmul_gflops_fp32=100.0)}}

@@ -40,7 +40,7 @@ def test_parse_params_and_errors():
 
 
 def test_coordinate_ascent_finds_the_peak(tmp_path):
-    spec = SweepSpec(RECIPE, PARAMS, runs=3, rounds=3)
+    spec = SweepSpec(RECIPE, PARAMS, seeds=tuple(range(3)), rounds=3)
     record = coordinate_ascent(spec, store_at(tmp_path), fake_job)
     assert record["best"] == {"lr": 0.02, "batch_size": 128}
     first = record["phases"][0]
@@ -52,7 +52,7 @@ def test_coordinate_ascent_finds_the_peak(tmp_path):
 
 
 def test_objective_time_takes_fastest_reaching_target(tmp_path):
-    spec = SweepSpec(RECIPE, (("batch_size", (128, 512)),), runs=2, objective="time", target=99.0)
+    spec = SweepSpec(RECIPE, (("batch_size", (128, 512)),), seeds=tuple(range(2)), objective="time", target=99.0)
     assert coordinate_ascent(spec, store_at(tmp_path), fake_job)["best"]["batch_size"] == 512
 
 
@@ -62,7 +62,7 @@ def test_runs_are_reused_not_repeated(tmp_path):
     def counting(point, seed):
         calls[json.dumps(point, sort_keys=True), seed] += 1
         return fake_job(point, seed)
-    spec = SweepSpec(RECIPE, PARAMS, runs=2, rounds=2)
+    spec = SweepSpec(RECIPE, PARAMS, seeds=tuple(range(2)), rounds=2)
     coordinate_ascent(spec, store_at(tmp_path), counting)
     assert max(calls.values()) == 1  # the incumbent point is shared by both parameters' phases
     coordinate_ascent(spec, store_at(tmp_path), counting)  # same command again: all from the store
@@ -70,7 +70,7 @@ def test_runs_are_reused_not_repeated(tmp_path):
 
 
 def test_resume_after_interrupt_loses_only_the_run_in_flight(tmp_path):
-    spec = SweepSpec(RECIPE, PARAMS, runs=3)
+    spec = SweepSpec(RECIPE, PARAMS, seeds=tuple(range(3)))
     done = []
 
     def interrupted(point, seed):
@@ -99,7 +99,7 @@ def worker(path, results):
         time.sleep(0.05)
         return fake_job(point, seed)
     store = JobStore(open_study(f"sqlite:///{path}", "shared", stale_after=600))
-    results.put(coordinate_ascent(SweepSpec(RECIPE, PARAMS, runs=4), store, slow)["best"])
+    results.put(coordinate_ascent(SweepSpec(RECIPE, PARAMS, seeds=tuple(range(4))), store, slow)["best"])
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path):

@@ -1,4 +1,4 @@
-"""The bench: recipes run for seeds 0..N-1, interleaved within each seed, in this process or shared by
+"""The bench: recipes run for a range of seeds (the claims range by default, seeds.py), interleaved within each seed, in this process or shared by
 workers on a store (each seed's recipes always on one machine, so a paired ratio never spans two)."""
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ def distinct(recipes: list[Recipe]) -> list[Recipe]:
     return recipes
 
 
-def benchmark(recipes: list[Recipe], runs: int, mnist: Mnist, device: torch.device, progress: bool = True,
+def benchmark(recipes: list[Recipe], seeds: list[int], mnist: Mnist, device: torch.device, progress: bool = True,
               on_run=None) -> dict:
-    """Seeds 0..runs-1, recipes interleaved within each seed, in this process."""
+    """The seeds in turn, recipes interleaved within each seed, in this process."""
     distinct(recipes)
     runner = Runner(mnist, device)
-    results = runner.run_interleaved(recipes, range(runs), progress, on_run)
+    results = runner.run_interleaved(recipes, seeds, progress, on_run)
     return bench_report(recipes, results, machine_info(device, peaks=True), {
         "data_load_seconds": mnist.load_seconds,
         "prepare_seconds": {r.name: runner.data(r).seconds for r in recipes},
@@ -42,9 +42,9 @@ def bench_study_name(recipes: list[Recipe]) -> str:
     return "bench|" + "|".join(r.name for r in recipes)
 
 
-def shared_benchmark(recipes: list[Recipe], runs: int, store, runner: Runner | None, on_start=None,
+def shared_benchmark(recipes: list[Recipe], seeds: list[int], store, runner: Runner | None, on_start=None,
                      on_result=None, on_wait=None) -> dict:
-    """Seeds 0..runs-1 shared by every worker on the store: each claims a seed and runs every recipe for it,
+    """The seeds shared by every worker on the store: each claims a seed and runs every recipe for it,
     interleaved on its own machine. With no runner, nothing runs: the report is made from what the store
     holds."""
     distinct(recipes)
@@ -57,7 +57,7 @@ def shared_benchmark(recipes: list[Recipe], runs: int, store, runner: Runner | N
                     "runs": [results[r.name][0].record() for r in recipes], "machine": here,
                     "worker": this_worker(),
                     "excluded_seconds": {r.name: runner.excluded_seconds(r) for r in recipes}}
-        run_jobs(store, {job_key(seed=seed): ({}, seed) for seed in range(runs)}, run_seed, on_start,
+        run_jobs(store, {job_key(seed=seed): ({}, seed) for seed in seeds}, run_seed, on_start,
                  on_result, on_wait)
     return stored_bench_report(recipes, store)
 

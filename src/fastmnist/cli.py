@@ -15,6 +15,7 @@ import sys
 import warnings
 
 from fastmnist.errors import FastMnistError
+from fastmnist.seeds import CLAIM_FIRST_SEED, MAX_SEED, TUNING_FIRST_SEED, choose_seeds
 
 
 class Terminated(KeyboardInterrupt):
@@ -32,9 +33,6 @@ def one_line_warning(message, category, filename, lineno, file=None, line=None):
 
 def positive_int(text: str) -> int:
     return bounded_int(text, 1)
-
-
-MAX_SEED = 2 ** 63 - 1  # what every RNG PyTorch seeds accepts
 
 
 def seed_int(text: str) -> int:
@@ -82,6 +80,18 @@ def add_common(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
     if overrides:
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="override a recipe field, e.g. --set lr=0.02 --set conv1=16 (repeatable)")
+
+
+def add_seed_args(parser: argparse.ArgumentParser, runs: int, what: str, first: int, use: str) -> None:
+    parser.add_argument("--runs", type=positive_int, default=runs, help=f"seeds {what} (default: {runs})")
+    parser.add_argument("--first-seed", type=seed_int, metavar="N",
+                        help=f"run seeds N, N+1, ... (default: {first}, the {use} range)")
+    parser.add_argument("--seeds", metavar="RANGE", help="exactly these seeds, e.g. 100-124 or 3,5,9-12 "
+                        "(instead of --runs and --first-seed)")
+
+
+def chosen_seeds(args, default_first: int) -> list[int]:
+    return choose_seeds(args.runs, args.first_seed, args.seeds, default_first)
 
 
 def load_data(args):
@@ -180,11 +190,12 @@ def cmd_bench(args) -> int:
     from fastmnist.recipes import get_recipe, with_overrides
 
     recipes = [with_overrides(get_recipe(name), args.set) for name in args.recipes]
+    seeds = chosen_seeds(args, CLAIM_FIRST_SEED)
     if args.out:
         check_writable(args.out, "--out")
     say = (lambda text: None) if args.quiet else stderr
     report = commands.bench(
-        recipes, args.runs, lambda: setup(args), storage=args.storage, study=args.study, stale_after=args.stale_after,
+        recipes, seeds, lambda: setup(args), storage=args.storage, study=args.study, stale_after=args.stale_after,
         report_only=args.report, progress=not args.quiet,
         on_start=lambda point, seed: say(f"bench: running seed {seed} ({len(recipes)} recipe(s))"),
         on_wait=lambda count: say(f"bench: waiting for {count} seed(s) held by other workers; a worker "
@@ -211,15 +222,16 @@ def cmd_ladder(args) -> int:
     from fastmnist.stages import expected_duration, parse_stages
 
     stages = parse_stages(args.stages)
+    seeds = chosen_seeds(args, CLAIM_FIRST_SEED)
     made = not Path(args.out).exists()
     out_dir = check_folder(Path(args.out), "--out")
     try:
         for name in ("ladder.json", "ladder.md", "ladder.png"):
             check_writable(out_dir / name, "--out")
         if not args.quiet:
-            stderr(expected_duration(stages, args.runs, out_dir))
+            stderr(expected_duration(stages, len(seeds), out_dir))
         device, mnist = setup(args)
-        _, paths = commands.ladder(stages, args.runs, mnist, device, out_dir, progress=not args.quiet, show=print)
+        _, paths = commands.ladder(stages, seeds, mnist, device, out_dir, progress=not args.quiet, show=print)
     except BaseException:
         if made and not any(out_dir.iterdir()):  # stopped before the first stage finished: leave no trace
             out_dir.rmdir()
@@ -237,10 +249,11 @@ def cmd_sweep(args) -> int:
     from fastmnist.report import sweep_plots, sweep_table
 
     recipe = get_recipe(args.recipe)
+    seeds = chosen_seeds(args, TUNING_FIRST_SEED)
     out_dir = check_folder(Path(args.out), "--out")
     say = (lambda text: None) if args.quiet else stderr
     record = commands.sweep(
-        recipe, args.param, args.runs, lambda: setup(args), rounds=args.rounds, objective=args.objective,
+        recipe, args.param, seeds, lambda: setup(args), rounds=args.rounds, objective=args.objective,
         target=args.target, storage=args.storage or f"sqlite:///{out_dir / 'sweep.db'}", study=args.study,
         stale_after=args.stale_after,
         on_resume=lambda count: count and say(f"sweep: the study already holds {count} finished run(s); "
@@ -373,10 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diff", action="store_true", help="show what each recipe changes from its parent")
     p.set_defaults(func=cmd_recipes)
 
-    p = sub.add_parser("bench", help="run recipes interleaved over seeds 0..N-1 and compare")
+    p = sub.add_parser("bench", help="run recipes interleaved over seeds (the claims range) and compare")
     p.add_argument("recipes", nargs="+", metavar="RECIPE",
                    help="a built-in name (fastmnist recipes), fastest, NAME[key=value,...] or FILE.py:NAME")
-    p.add_argument("--runs", type=positive_int, default=10, help="seeds per recipe (default: 10)")
+    add_seed_args(p, 10, "per recipe", CLAIM_FIRST_SEED, "claims")
     p.add_argument("--out", metavar="FILE.json", help="write every run and the summary as JSON")
     add_store_args(p, "default: none, everything runs in this process")
     p.add_argument("--report", action="store_true", help="run nothing: summarise what the --storage holds")
@@ -385,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ladder", help="run the ladder's stages and write ladder.json/.md/.png")
     p.add_argument("--stages", default="all", help="e.g. 0-8, 3,5,9-12 or all (default: all)")
-    p.add_argument("--runs", type=positive_int, default=5, help="seeds per stage (default: 5)")
+    add_seed_args(p, 5, "per stage", CLAIM_FIRST_SEED, "claims")
     p.add_argument("--out", default="ladder", metavar="DIR", help="output folder; stages already in its "
                    "ladder.json and not selected are kept (default: ./ladder)")
     add_common(p, overrides=False)
@@ -395,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="fastest", help="the starting recipe (default: fastest)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2,...",
                    help="a parameter and the values to try (repeatable; optimised in the order given)")
-    p.add_argument("--runs", type=positive_int, default=30, help="seeds per point (default: 30)")
+    add_seed_args(p, 30, "per point", TUNING_FIRST_SEED, "tuning")
     p.add_argument("--rounds", type=positive_int, default=1, help="passes over all parameters (default: 1)")
     p.add_argument("--objective", choices=("accuracy", "time"), default="accuracy",
                    help="keep the best mean accuracy, or the fastest whose mean accuracy >= --target")

@@ -19,6 +19,7 @@ from fastmnist.provenance import redact
 from fastmnist.recipes import Recipe
 from fastmnist.records import envelope
 from fastmnist.runner import Runner
+from fastmnist.seeds import describe_seeds, seed_use
 from fastmnist.trainer import RunResult
 
 Load = Callable[[], tuple[torch.device, Mnist]]  # threads, device and data, called only when runs will happen
@@ -41,10 +42,10 @@ def with_load(record: dict, start: list[float] | None) -> dict:
     return {**record, "load_average": load_span(start)}
 
 
-def bench(recipes: list[Recipe], runs: int, load: Load, storage: str | None = None, study: str | None = None,
+def bench(recipes: list[Recipe], seeds: list[int], load: Load, storage: str | None = None, study: str | None = None,
           stale_after: float = 60.0, report_only: bool = False, progress: bool = False, on_run=None,
           on_start=None, on_wait=None) -> dict:
-    """Seeds 0..runs-1 with the recipes interleaved: in this process, or shared by every worker on
+    """The seeds (seeds.choose_seeds) with the recipes interleaved: in this process, or shared by every worker on
     `storage` (then `report_only` summarises what the store holds, running nothing: no data loaded)."""
     from fastmnist.benchmark import bench_study_name, benchmark, shared_benchmark
 
@@ -53,7 +54,7 @@ def bench(recipes: list[Recipe], runs: int, load: Load, storage: str | None = No
     start = load_average()
     if not storage:
         device, mnist = load()
-        return with_load(benchmark(recipes, runs, mnist, device, progress, on_run), start)
+        return with_load(benchmark(recipes, seeds, mnist, device, progress, on_run), start)
     from fastmnist.store import open_store
 
     study = study or bench_study_name(recipes)
@@ -62,20 +63,21 @@ def bench(recipes: list[Recipe], runs: int, load: Load, storage: str | None = No
     if not report_only:
         device, mnist = load()
         runner = Runner(mnist, device)
-    report = shared_benchmark(recipes, runs, store, runner, on_start, on_wait=on_wait)
+    report = shared_benchmark(recipes, seeds, store, runner, on_start, on_wait=on_wait)
     return with_load({**report, "study": study, "storage": redact(storage)}, start)
 
 
-def sweep(recipe: Recipe, params: list[str], runs: int, load: Load, rounds: int = 1,
+def sweep(recipe: Recipe, params: list[str], seeds: list[int], load: Load, rounds: int = 1,
           objective: str = "accuracy", target: float = 99.0, storage: str | None = None, study: str | None = None,
           stale_after: float = 60.0, on_resume=None, on_start=None, on_result=None, on_wait=None) -> dict:
-    """Coordinate ascent over `params` (['lr=0.01,0.02', ...]), `runs` seeds a point, every run kept in the
-    store at `storage` (in memory when None). `on_resume(count)` is told how many runs the store held."""
+    """Coordinate ascent over `params` (['lr=0.01,0.02', ...]), every point run for each of `seeds` (the
+    tuning range by default), every run kept in the store at `storage` (in memory when None).
+    `on_resume(count)` is told how many runs the store held."""
     from fastmnist.search import SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner
     from fastmnist.store import open_store
 
     start = load_average()
-    spec = SweepSpec(recipe, parse_params(recipe, params), runs, rounds, objective, target)
+    spec = SweepSpec(recipe, parse_params(recipe, params), tuple(seeds), rounds, objective, target)
     study = study or default_study_name(spec)
     store = open_store(storage, study, stale_after)  # a bad URL is one line before any data is loaded
     device, mnist = load()
@@ -84,11 +86,12 @@ def sweep(recipe: Recipe, params: list[str], runs: int, load: Load, rounds: int 
     record = coordinate_ascent(spec, store, real_job_runner(spec, Runner(mnist, device)), on_start, on_result,
                                on_wait)
     return with_load({**envelope("sweep", machine_info(device), [recipe]), **record, "objective": objective,
-                      "target": target, "runs_per_point": runs, "study": study,
+                      "target": target, "runs_per_point": len(seeds), "seeds": describe_seeds(list(seeds)),
+                      "seed_use": seed_use(list(seeds)), "study": study,
                       "storage": redact(storage) if storage else "(in memory)"}, start)
 
 
-def ladder(stages: list[Recipe], runs: int, mnist: Mnist, device: torch.device, out_dir: str | Path,
+def ladder(stages: list[Recipe], seeds: list[int], mnist: Mnist, device: torch.device, out_dir: str | Path,
            progress: bool = False, on_epoch=None, show=None) -> tuple[dict, list[Path]]:
     """Each stage's runs into OUT/ladder.json (kept after every stage), then OUT/ladder.md and .png;
     `show(table)` is given the table before those are written, so a full disk cannot take it away."""
@@ -96,7 +99,7 @@ def ladder(stages: list[Recipe], runs: int, mnist: Mnist, device: torch.device, 
     from fastmnist.stages import run_ladder
 
     out_dir = Path(out_dir)
-    report = run_ladder(stages, runs, mnist, device, out_dir, progress, on_epoch)
+    report = run_ladder(stages, seeds, mnist, device, out_dir, progress, on_epoch)
     if show:
         show(ladder_markdown(report))
     return report, [out_dir / "ladder.json", *write_ladder_report(report, out_dir)]

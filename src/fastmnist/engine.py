@@ -217,9 +217,12 @@ class TrainStep:
             self.loss_sum.zero_()
 
 
-def new_model(recipe: Recipe, data: PreparedData) -> nn.Module:
-    """Model creation as every run does it, inside the clock: the network with PyTorch's seeded default init,
-    its data-dependent init (first training images), then its memory layout."""
+def new_model(recipe: Recipe, data: PreparedData, seed: int) -> nn.Module:
+    """Model creation as every run does it, inside the clock: the network with PyTorch's default init from
+    `seed`, its data-dependent init (the run's first training images), then its memory layout. The seed goes
+    into torch's global generator because PyTorch's default init and dropout draw from it; the data order
+    has its own (layout.training_order)."""
+    torch.manual_seed(seed)
     model = build_net(recipe.net).to(data.device)
     if hasattr(model, "init_from_data"):
         model.init_from_data(data.first_train_images(INIT_IMAGES))
@@ -250,7 +253,7 @@ class EagerEngine:
         return 0.0
 
     def start(self, seed: int, warmup: bool) -> Run:
-        model = new_model(self.recipe, self.data)
+        model = new_model(self.recipe, self.data, seed)
         forward = torch.compile(model) if self.recipe.compile else model
         epoch_batches, steps_per_epoch = train_batches(self.data, self.recipe, seed, warmup)
         step = TrainStep(model, forward, self.recipe, steps_per_epoch, self.data.device)
@@ -281,8 +284,7 @@ class CudaGraphEngine:
         if self.graph is not None:
             return 0.0
         start = time.perf_counter()
-        torch.manual_seed(0)  # any weights do: every run overwrites them
-        self.model = new_model(self.recipe, self.data)
+        self.model = new_model(self.recipe, self.data, seed=0)  # any weights do: every run overwrites them
         self.batches = memory_batches(self.data, self.recipe)
         self.step = TrainStep(self.model, self.model, self.recipe, len(self.batches), self.data.device,
                               capturable=True)
@@ -307,9 +309,10 @@ class CudaGraphEngine:
         return time.perf_counter() - start
 
     def start(self, seed: int, warmup: bool) -> Run:
-        """Model creation inside the clock: a new model is made with the run's seed (the caller seeded the RNG)
-        exactly as the eager engine makes it, and copied into the captured one; the step is reset."""
-        fresh = new_model(self.recipe, self.data).state_dict()
+        """Model creation inside the clock: a new model is made with the run's seed exactly as the eager engine
+        makes it, and copied into the captured one; the step is reset. The run's data order is already in
+        the buffers the graph reads (written before the clock)."""
+        fresh = new_model(self.recipe, self.data, seed).state_dict()
         with torch.no_grad():
             for name, target in self.model.state_dict().items():
                 target.copy_(fresh[name])

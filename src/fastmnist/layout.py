@@ -1,9 +1,16 @@
 """How the data is laid out for a run: per-sample datasets (stages 0-2) or whole normalised tensors on the
-device (stage 3 on), and how an epoch is cut into batches. All of it is prepared before the clock starts.
+device (stage 3 on), each run's training order, and how an epoch is cut into batches. All of it is done
+before the clock starts.
+
+A seed is a whole try: it decides the initial weights and the order of the training images, so the subset
+too where a recipe trains on part of them. In memory, the normalised set is kept in file order and each run
+writes its own order into one buffer of the same size (`lay_out`), whose address never changes: batches
+are views into it, and a captured CUDA graph reads the new order on its next replay.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -16,7 +23,8 @@ from fastmnist.data import MEAN, STD, Mnist
 from fastmnist.device import sync
 from fastmnist.recipes import Recipe
 
-PREPARED_ORDER_SEED = 0  # stage 3 on: the training set is shuffled once, at preparation, then walked in order
+FIXED_ORDER_SEED = 0  # data_order=fixed: the one shuffle every run walks (the original's single draw, as we drew it)
+ORDER_STREAM = 1  # the order's random stream, apart from the weights' (torch's global RNG) for the same seed
 WARMUP_BATCHES = 8  # a warm-up run trains on this many batches, then the last (partial) one, then tests
 
 
@@ -50,9 +58,22 @@ class TorchvisionStyleMnist(Dataset):
 class PreparedData:
     """What a run needs, already in place: whole tensors on the device, or per-sample datasets."""
     device: torch.device
-    train: tuple  # (images, labels) tensors, or a Dataset
+    train: tuple  # (images, labels) tensors in the current run's order (see `lay_out`), or a Dataset
     test: tuple
     seconds: float  # preparation time, reported beside the timed figure
+    file_order: tuple | None = None  # in memory: (images, labels) in the files' order, what each order draws from
+
+    def lay_out(self, recipe: Recipe, seed: int) -> tuple[str, float]:
+        """Write this run's training order into the training buffers, in place (before the clock). Returns
+        the order's fingerprint (of the images an epoch walks, in order) and the seconds it took."""
+        start = time.perf_counter()
+        n = len(self.file_order[1])
+        order = training_order(recipe, seed, n)
+        index = torch.from_numpy(order).to(self.device)
+        for source, target in zip(self.file_order, self.train):
+            torch.index_select(source, 0, index, out=target)
+        sync(self.device)
+        return fingerprint(order[:int(n * recipe.train_fraction)]), time.perf_counter() - start
 
     def first_train_images(self, n: int) -> torch.Tensor:
         """The first n training images as one normalised tensor: what `init_from_data` is given. Every run
@@ -79,14 +100,31 @@ def prepare(mnist: Mnist, recipe: Recipe, device: torch.device) -> PreparedData:
     if recipe.data_path == "dataloader":
         train = TorchvisionStyleMnist(mnist.train_images, mnist.train_labels)
         test = TorchvisionStyleMnist(mnist.test_images, mnist.test_labels)
+        file_order = None
     else:
-        order = torch.randperm(len(mnist.train_labels), generator=torch.Generator().manual_seed(PREPARED_ORDER_SEED))
-        labels = torch.from_numpy(mnist.train_labels.astype(np.int64))[order]
-        train = (normalise(mnist.train_images[order.numpy()], device, recipe.channels_last), labels.to(device))
+        file_order = (normalise(mnist.train_images, device, recipe.channels_last),
+                      torch.from_numpy(mnist.train_labels.astype(np.int64)).to(device))
+        train = tuple(torch.empty_like(t) for t in file_order)  # each run's order is written here
         test = (normalise(mnist.test_images, device, recipe.channels_last),
                 torch.from_numpy(mnist.test_labels.astype(np.int64)).to(device))
     sync(device)
-    return PreparedData(device, train, test, time.perf_counter() - start)
+    data = PreparedData(device, train, test, time.perf_counter() - start, file_order)
+    if file_order is not None:
+        data.lay_out(recipe, 0)  # never an unwritten buffer: seed 0's order until a run writes its own
+    return data
+
+
+def training_order(recipe: Recipe, seed: int, n: int) -> np.ndarray:
+    """The order a run walks the n training images in (its first `train_fraction` are its subset): drawn from
+    the seed, on a stream of its own; or, for data_order=fixed, the same shuffle for every seed."""
+    if recipe.data_order == "fixed":
+        return torch.randperm(n, generator=torch.Generator().manual_seed(FIXED_ORDER_SEED)).numpy()
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(ORDER_STREAM,))).permutation(n)
+
+
+def fingerprint(indices: np.ndarray) -> str:
+    """12 hex digits naming an order: two runs share it only if they walk the same images in the same order."""
+    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:12]
 
 
 def preparation_key(recipe: Recipe) -> tuple:

@@ -40,6 +40,7 @@ class Recipe:
     target: float = 99.0  # the test accuracy (%) the recipe is meant to reach: early stop and statistics
     eval_every_epoch: bool = True  # the original evaluates after every epoch, inside the timed region
     train_fraction: float = 1.0  # share of the 60k training images used each epoch
+    data_order: str = "seed"  # in memory: seed: each seed draws its own order (and subset) | fixed: one for all
     label_smoothing: float = 0.0
     channels_last: bool = False
     precision: str = "fp32"  # fp32 | bf16 (autocast; falls back to fp32 where the CPU lacks bf16)
@@ -57,6 +58,7 @@ PARAM_CHOICES = {
     "schedule": ("step", "onecycle"),
     "precision": ("fp32", "bf16"),
     "engine": ("eager", "graph"),
+    "data_order": ("seed", "fixed"),
 }
 NET_FIELDS = {f.name for f in dataclasses.fields(NetSpec)}
 BOOKKEEPING = {"name", "summary", "parent", "changes"}

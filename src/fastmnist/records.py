@@ -16,11 +16,13 @@ from fastmnist.errors import FastMnistError
 from fastmnist.models import NetSpec, flops_per_image
 from fastmnist.provenance import provenance
 from fastmnist.recipes import Recipe
-from fastmnist.stats import paired_ratio, summarize
+from fastmnist.seeds import describe_seeds, seed_use
+from fastmnist.stats import paired_ratio_interval, summarize, verdict
 
 TIMED = "model creation, training, test evaluation (as each recipe says)"
-NOT_TIMED = ("data loading/verification, preparation into tensors, one short warm-up run per recipe (and, for "
-             "engine=graph on CUDA, the capture of an epoch)")
+NOT_TIMED = ("data loading/verification, preparation into tensors, drawing and writing each run's training order "
+             "(order_seconds in each run), one short warm-up run per recipe (and, for engine=graph on CUDA, the "
+             "capture of an epoch)")
 
 
 def recipe_record(recipe: Recipe) -> dict:
@@ -58,6 +60,10 @@ def summary_row(recipe: Recipe, runs: list) -> dict:
     engine the runs recorded."""
     row = {"recipe": recipe.name,
            **summarize([r.accuracy for r in runs], [r.seconds for r in runs], recipe.target)}
+    seeds = [r.seed for r in runs]
+    orders = [r.data_order for r in runs]
+    row.update({"seeds": describe_seeds(seeds), "seed_use": seed_use(seeds),
+                "distinct_data_orders": len(set(orders))})
     flops = float(np.mean([run_flops(recipe, r) for r in runs]))
     row.update({
         "diverged": int(sum(r.diverged for r in runs)),
@@ -70,20 +76,38 @@ def summary_row(recipe: Recipe, runs: list) -> dict:
     return row
 
 
+def paired_times(reference: list, other: list) -> tuple[list[float], list[float]]:
+    """The two recipes' seconds for the seeds both ran, seed by seed (runs: RunResults)."""
+    theirs = {r.seed: r.seconds for r in reference}
+    seeds = [r.seed for r in other if r.seed in theirs]
+    mine = {r.seed: r.seconds for r in other}
+    return [theirs[s] for s in seeds], [mine[s] for s in seeds]
+
+
+def with_ratio(row: dict, reference: list, other: list, against: str) -> dict:
+    """`row` with the paired time ratio of `other`'s runs to `reference`'s: median, 95% interval, Wilcoxon p,
+    the verdict the interval allows, and how many seeds paired (keys end in `_vs_{against}`)."""
+    interval = paired_ratio_interval(*paired_times(reference, other))
+    return {**row, f"median_time_ratio_vs_{against}": interval["median"],
+            f"time_ratio_ci95_vs_{against}": interval["ci95"],
+            f"time_ratio_wilcoxon_p_vs_{against}": interval["wilcoxon_p"],
+            f"time_verdict_vs_{against}": verdict(interval),
+            f"paired_seeds_vs_{against}": len(paired_times(reference, other)[0])}
+
+
 def summary_rows(recipes: list[Recipe], results: dict[str, list]) -> list[dict]:
-    """Each recipe's summary row, with the median of its paired time ratios against the first recipe."""
-    summary = [summary_row(r, results[r.name]) for r in recipes]
-    reference = [r.seconds for r in results[recipes[0].name]]
-    for row, recipe in zip(summary, recipes):
-        row["median_time_ratio_vs_first"] = paired_ratio(reference, [r.seconds for r in results[recipe.name]])
-    return summary
+    """Each recipe's summary row, with its paired time ratio against the first recipe, seed by seed."""
+    reference = results[recipes[0].name]
+    return [with_ratio(summary_row(r, results[r.name]), reference, results[r.name], "first") for r in recipes]
 
 
 def bench_report(recipes: list[Recipe], results: dict[str, list], machine: dict, timing: dict,
                  machines: list[dict] | None = None) -> dict:
     """The bench report from runs grouped by recipe, each list in the same seed order, so that the i-th
     runs of two recipes are a pair measured back to back on one machine."""
-    report = {**envelope("bench", machine, recipes), "timing": {"includes": TIMED, "excludes": NOT_TIMED, **timing},
+    seeds = [r.seed for r in results[recipes[0].name]]
+    report = {**envelope("bench", machine, recipes), "seeds": describe_seeds(seeds), "seed_use": seed_use(seeds),
+              "timing": {"includes": TIMED, "excludes": NOT_TIMED, **timing},
               "summary": summary_rows(recipes, results),
               "runs": [r.record() for recipe in recipes for r in results[recipe.name]]}
     if machines is not None:

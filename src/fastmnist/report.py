@@ -14,7 +14,7 @@ from fastmnist.models import NetSpec
 from fastmnist.output import save_figure, write_results, write_text
 from fastmnist.recipes import RECIPES, Recipe, changes_from_parent
 from fastmnist.records import recipe_record
-from fastmnist.stats import format_p, plus_minus
+from fastmnist.stats import format_p, format_ratio, plus_minus
 
 # The original study's own times (docs/ladder.md, GTX 1660 Ti laptop GPU): its claims, shown beside ours.
 ORIGINAL_GPU_SECONDS = {"stage0": 172.0, "stage1": 57.4, "stage2": 30.3, "stage3": 7.31, "stage4": 4.66,
@@ -48,13 +48,13 @@ def bench_table(report: dict) -> str:
     width = max(12, *(len(text) for text in label.values()))
     target = report["summary"][0]["target"]
     lines = [f"{'recipe':<{width}} {'runs':>4} {'accuracy %':>15} {f'>={target:g}%':>6} {'p':>6} {'seconds':>15} "
-             f"{'median s':>9} {'ratio':>6} {'TFLOP':>6} {'GFLOP/s':>8}  precision, engine"]
+             f"{'median s':>9} {'ratio [95% CI]':>18} {'TFLOP':>6} {'GFLOP/s':>8}  precision, engine"]
     for row in report["summary"]:
         lines.append(
             f"{label[row['recipe']]:<{width}} {row['runs']:>4} {plus_minus(row['accuracy_mean'], row['accuracy_std']):>15} "
             f"{100 * row['share_reaching_target']:>5.0f}% {format_p(row.get('p_value')):>6} "
             f"{plus_minus(row['seconds_mean'], row['seconds_std']):>15} "
-            f"{row['seconds_median']:>9.2f} {row['median_time_ratio_vs_first']:>6.2f} "
+            f"{row['seconds_median']:>9.2f} {ratio_text(row, 'first'):>18} "
             f"{row['tflop_per_run']:>6.3f} {row['gflop_per_s']:>8.1f}  {row.get('precision', '?')}, "
             f"{row.get('engine', 'eager')}")
     t = report["timing"]
@@ -70,9 +70,20 @@ def bench_table(report: dict) -> str:
                      f"(load {t['data_load_seconds']:.2f}s, warm-up {sum(t['warmup_seconds'].values()):.2f}s"
                      + (f", capture {captured:.2f}s" if (captured := sum(t.get("capture_seconds", {}).values())) else "")
                      + ")")
-    lines.append("ratio: median over seeds of (recipe time / first recipe time), each pair run back to back "
-                 "on one machine; p: one-sided t-test over the seeds that the mean accuracy reaches the target")
+    seeds = f"seeds {report['seeds']} ({report.get('seed_use', '?')}), " if "seeds" in report else ""
+    lines.append(f"{seeds}each its own weights and data order; ratio: median over seeds of (recipe time / first "
+                 "recipe time), each pair run back to back on one machine, with its 95% bootstrap interval (faster "
+                 "only when it lies below 1); p: one-sided t-test over the seeds that the mean accuracy reaches the "
+                 "target")
     return "\n".join(lines)
+
+
+def ratio_text(row: dict, against: str) -> str:
+    """'0.92 [0.90, 0.95]' from a summary row's paired ratio (a record older than the intervals: the median)."""
+    median = row.get(f"median_time_ratio_vs_{against}")
+    if median is None:
+        return "-"
+    return format_ratio({"median": median, "ci95": row.get(f"time_ratio_ci95_vs_{against}")})
 
 
 def what_changed(name: str, stage: dict) -> str:
@@ -101,23 +112,23 @@ def ladder_markdown(report: dict) -> str:
     stages = report["stages"]
     names = list(stages)
     first = stages[names[0]]["summary"]["seconds_mean"]
-    rows = ["| stage | what changed | epochs | accuracy % (mean +- std) | runs >= target | seconds (mean +- std) "
-            "| x vs first | x vs previous | TFLOP/run | GFLOP/s | x above floor | original's GPU s |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    previous = None
+    rows = ["| stage | what changed | epochs | accuracy % (mean +- std) | runs >= target | p | seconds (mean +- std) "
+            "| x vs first | time vs parent [95% CI] | TFLOP/run | GFLOP/s | x above floor | original's GPU s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in names:
         s = stages[name]["summary"]
         stale = " (stale: definition changed since)" if is_stale(name, stages[name]) else ""
-        vs_prev = f"{previous / s['seconds_mean']:.2f}" if previous else "-"
+        vs_parent = ratio_text(s, "parent")
+        verdict = s.get("time_verdict_vs_parent")
+        vs_parent += f" {verdict}" if verdict and verdict != "too few pairs" else ""
         original = ORIGINAL_GPU_SECONDS.get(name)
         peak = peak_gflops(stages[name]["machine"], s.get("precision", "fp32"))
         floor = f"{s['seconds_mean'] / (s['tflop_per_run'] * 1e3 / peak):.1f}" if peak else "-"
         rows.append(
             f"| {name} | {what_changed(name, stages[name])}{stale} | {s['epochs_mean']:.1f} "
             f"| {plus_minus(s['accuracy_mean'], s['accuracy_std'], 3)} | {s['share_reaching_target'] * 100:.0f}% "
-            f"of {s['runs']} | {plus_minus(s['seconds_mean'], s['seconds_std'])} | {first / s['seconds_mean']:.1f} "
-            f"| {vs_prev} | {s['tflop_per_run']:.3f} | {s['gflop_per_s']:.1f} | {floor} | {original or '-'} |")
-        previous = s["seconds_mean"]
+            f"of {s['runs']} | {format_p(s.get('p_value'))} | {plus_minus(s['seconds_mean'], s['seconds_std'])} "
+            f"| {first / s['seconds_mean']:.1f} | {vs_parent} | {s['tflop_per_run']:.3f} | {s['gflop_per_s']:.1f} | {floor} | {original or '-'} |")
     machines = {describe(stage["machine"]) for stage in stages.values()}
     machine = stages[names[-1]]["machine"]
     where = (f"Measured on {machine['cpu_model']} ({machine['vector_isa']}, {machine['cpu_count']} cores, "
@@ -126,7 +137,11 @@ def ladder_markdown(report: dict) -> str:
              "**Measured on more than one machine** (" + "; ".join(sorted(machines)) + "): times of "
              "different machines are not comparable, see each stage's `machine` in ladder.json.")
     rows += ["", where + " Timed: model creation, training and every test evaluation the recipe makes; not "
-             "timed: data loading, preparation, one short warm-up run per stage. Floor: the run's FLOPs at this "
+             "timed: data loading, preparation, each run's data order, one short warm-up run per stage. Seeds: "
+             f"{', '.join(sorted({stages[n]['summary'].get('seeds', '?') for n in names}))}, each its own weights "
+             "and data order; stages run interleaved seed by seed, so a stage and its parent pair up (time vs "
+             "parent: median of the paired ratios, 95% bootstrap interval, 'faster' only when it lies below 1). "
+             "p: one-sided t-test that the mean reaches the target. Floor: the run's FLOPs at this "
              f"machine's best matmul rate in the precision the stage ran ({peaks_text(machine)} GFLOP/s). "
              "The last column is the original study's own GTX 1660 Ti figure (docs/ladder.md)."]
     return "\n".join(rows) + "\n"

@@ -13,6 +13,7 @@ from typing import Callable
 from fastmnist.errors import FastMnistError
 from fastmnist.recipes import NET_FIELDS, Recipe, overridden, parse_param, split_assignment
 from fastmnist.stats import summarize, welch_p
+from fastmnist.seeds import TUNING_FIRST_SEED, describe_seeds
 from fastmnist.store import JobStore, job_key, run_jobs
 
 
@@ -20,7 +21,7 @@ from fastmnist.store import JobStore, job_key, run_jobs
 class SweepSpec:
     recipe: Recipe
     params: tuple[tuple[str, tuple], ...]  # (name, values) in the order they are optimised
-    runs: int = 30
+    seeds: tuple[int, ...] = tuple(range(TUNING_FIRST_SEED, TUNING_FIRST_SEED + 30))  # every point runs these
     rounds: int = 1
     objective: str = "accuracy"  # accuracy: best mean accuracy | time: fastest with mean accuracy >= target
     target: float = 99.0
@@ -70,11 +71,11 @@ def coordinate_ascent(spec: SweepSpec, store: JobStore, run_job: Callable[[dict,
         for name, values in spec.params:
             tried = list(dict.fromkeys([best[name], *values]))
             points = {v: {**best, name: v} for v in tried}
-            jobs = {job_key(point=p, seed=s): (p, s) for p in points.values() for s in range(spec.runs)}
+            jobs = {job_key(point=p, seed=s): (p, s) for p in points.values() for s in spec.seeds}
             done, ran_now = run_jobs(store, jobs, run_job, on_start, on_result, on_wait)
             ran += ran_now
             used |= set(jobs)
-            stats = {v: point_stats([done[job_key(point=p, seed=s)] for s in range(spec.runs)], spec.target)
+            stats = {v: point_stats([done[job_key(point=p, seed=s)] for s in spec.seeds], spec.target)
                      for v, p in points.items()}
             incumbent = best[name]
             for v, s in stats.items():
@@ -110,4 +111,4 @@ def real_job_runner(spec: SweepSpec, runner) -> Callable[[dict, int], dict]:
 
 def default_study_name(spec: SweepSpec) -> str:
     params = ";".join(f"{n}={','.join(map(str, v))}" for n, v in spec.params)
-    return f"{spec.recipe.name}|{params}|runs={spec.runs}"
+    return f"{spec.recipe.name}|{params}|seeds={describe_seeds(list(spec.seeds))}"

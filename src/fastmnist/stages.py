@@ -1,4 +1,4 @@
-"""`fastmnist ladder`: run the stages, N seeds each, and keep every run in DIR/ladder.json.
+"""`fastmnist ladder`: run the stages interleaved over the seeds, and keep every run in DIR/ladder.json.
 
 A later call with other stages updates those stages and keeps the rest, so a slow stage 0 need not be rerun
 to add a new stage at the top. Stages are numbered by their place in `recipes.LADDER`.
@@ -16,7 +16,7 @@ from fastmnist.models import flops_per_image
 from fastmnist.output import write_json, write_or_fallback
 from fastmnist.recipes import LADDER, Recipe, changes_from_parent, get_recipe
 from fastmnist.machine import load_average, load_span, machine_info
-from fastmnist.records import envelope, summary_row
+from fastmnist.records import envelope, summary_row, with_ratio
 from fastmnist.runner import Runner
 
 TYPICAL_EARLY_STOP_EPOCHS = 3  # for the time estimate only: stages 1-4 stop after 2-5 epochs
@@ -73,35 +73,43 @@ def estimated_tflop(recipe: Recipe) -> float:
     return (epochs * 60000 * recipe.train_fraction * train + evaluations * 10000 * infer) / 1e12
 
 
-def run_ladder(stages: list[Recipe], runs: int, mnist, device, out_dir: Path, progress: bool = True,
+def run_ladder(stages: list[Recipe], seeds: list[int], mnist, device, out_dir: Path, progress: bool = True,
                on_epoch=None) -> dict:
-    """Each stage: one warm-up, then seeds 0..runs-1. The JSON is rewritten after every stage."""
+    """One warm-up per stage, then for each seed every stage in turn (A B A B ...), so a stage and its parent
+    pair up seed by seed on the same machine load. The JSON is rewritten after every seed."""
     path = Path(out_dir) / "ladder.json"
     report = load_ladder(path) if path.is_file() else {"kind": "ladder", "stages": {}}
     runner = Runner(mnist, device, on_epoch=on_epoch)
     machine = machine_info(device, peaks=True)  # once: the floors every stage's time is held to
-    bar = tqdm(total=sum(estimated_tflop(r) for r in stages) * runs, unit="TFLOP", disable=not progress,
+    bar = tqdm(total=sum(estimated_tflop(r) for r in stages) * len(seeds), unit="TFLOP", disable=not progress,
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} TFLOP [{elapsed}<{remaining}]")
-    for recipe in stages:
-        bar.set_description(recipe.name)
-        load_start = load_average()
-        results = runner.run_interleaved([recipe], range(runs),
-                                         on_run=lambda _: bar.update(estimated_tflop(recipe)))[recipe.name]
-        head = envelope("ladder-stage", machine, [recipe])
-        report["stages"][recipe.name] = {
-            "recipe": head["recipes"][recipe.name],
-            "what_changed": "; ".join(changes_from_parent(recipe)),
-            "summary": summary_row(recipe, results),
-            "excluded_seconds": runner.excluded_seconds(recipe),
-            "runs": [r.record() for r in results],
-            "machine": head["machine"],
-            "provenance": head["provenance"],
-            "load_average": load_span(load_start),
-        }
+    load_start = load_average()
+    results = {r.name: [] for r in stages}
+    by_name = {r.name: r for r in stages}
+    for seed in seeds:
+        bar.set_description(f"seed {seed}")
+        for name, runs in runner.run_interleaved(
+                stages, [seed], on_run=lambda result: bar.update(estimated_tflop(by_name[result.recipe]))).items():
+            results[name] += runs
+        for recipe in stages:
+            report["stages"][recipe.name] = stage_record(recipe, results, runner, machine, load_start)
         report["stages"] = dict(sorted(report["stages"].items(), key=lambda kv: ladder_position(kv[0])))
         write_or_fallback(path, lambda target: write_json(target, report), "the ladder's runs")
     bar.close()
     return report
+
+
+def stage_record(recipe: Recipe, results: dict, runner: Runner, machine: dict, load_start) -> dict:
+    """A stage's runs and summary; with its parent run beside it, the paired time ratio to the parent."""
+    runs = results[recipe.name]
+    summary = summary_row(recipe, runs)
+    if recipe.parent in results:
+        summary = with_ratio(summary, results[recipe.parent], runs, "parent")
+    head = envelope("ladder-stage", machine, [recipe])
+    return {"recipe": head["recipes"][recipe.name], "what_changed": "; ".join(changes_from_parent(recipe)),
+            "summary": summary, "excluded_seconds": runner.excluded_seconds(recipe),
+            "runs": [r.record() for r in runs], "machine": head["machine"], "provenance": head["provenance"],
+            "load_average": load_span(load_start)}
 
 
 RECORDED_LADDER = Path(__file__).resolve().parents[2] / "results" / "ladder" / "ladder.json"  # in a checkout

@@ -35,6 +35,8 @@ class RunResult:
     images_seen: int  # training images, summed over epochs
     test_images: int  # images in one test evaluation
     engine: str = "eager"  # what ran the steps: eager or cuda-graph (records older than the engines: eager)
+    data_order: str = ""  # fingerprint of the images an epoch walked, in order (layout.fingerprint); "" before
+    order_seconds: float = 0.0  # drawing and writing that order, before the clock (not timed)
     model: torch.nn.Module | None = field(default=None, repr=False)
 
     def record(self) -> dict:
@@ -71,14 +73,19 @@ def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = Fals
         if engine is None:
             engine = make_engine(recipe, data)
             engine.prepare()
-        return timed_run(recipe, data, seed, warmup, on_epoch, engine)
+        if data.file_order is None:  # per-sample: the DataLoader shuffles each epoch from a generator of the seed
+            order, order_seconds = f"dataloader seed {seed}", 0.0
+        else:
+            order, order_seconds = data.lay_out(recipe, seed)
+        result = timed_run(recipe, data, seed, warmup, on_epoch, engine)
+        result.data_order, result.order_seconds = order, order_seconds
+        return result
 
 
 def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_epoch, engine) -> RunResult:
     device = data.device
     precision = effective_precision(recipe, device)
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
-    torch.manual_seed(seed)
     sync(device)
     start = time.perf_counter()
 
@@ -104,4 +111,4 @@ def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_ep
     # a captured model is reused by the next run: the result keeps a copy of this run's (after the clock)
     model = copy.deepcopy(run.model) if engine.used == "cuda-graph" else run.model
     return RunResult(recipe.name, seed, epoch_accuracies[-1], seconds, epoch + 1, epoch_accuracies, diverged,
-                     precision, images_seen, data.test_size, engine.used, model)
+                     precision, images_seen, data.test_size, engine.used, model=model)

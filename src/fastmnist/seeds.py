@@ -1,0 +1,67 @@
+"""Which seeds a command runs. A seed is a whole try (initial weights and data order), and a claim must come
+from tries that no tuning saw: `sweep` draws from the tuning range, `bench` and `ladder` from the claims
+range, so their defaults never meet. Either can be given any range (`--seeds 100-124`, `--first-seed`), and
+every record names the seeds it used.
+"""
+
+from __future__ import annotations
+
+from fastmnist.errors import FastMnistError
+
+MAX_SEED = 2 ** 63 - 1  # what every RNG PyTorch and numpy seed accepts
+CLAIM_FIRST_SEED = 100  # bench, ladder: claims (below 100: what the fixed-order era tuned and benched on)
+TUNING_FIRST_SEED = 1_000_000  # sweep: tuning; a bench would need a million seeds to reach it
+
+
+def parse_seed_range(text: str) -> list[int]:
+    """'100-124' -> seeds 100..124; '7' -> [7]; '3,5,9-10' -> [3, 5, 9, 10]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise FastMnistError(f"--seeds {text!r}: expected e.g. 100-124 or 3,5,9-12") from None
+        if first > last:
+            raise FastMnistError(f"--seeds {text!r}: range {part.strip()} is reversed; write {last}-{first}")
+        if first < 0 or last > MAX_SEED:
+            raise FastMnistError(f"--seeds {text!r}: seeds run from 0 to {MAX_SEED}")
+        if last - first >= 1_000_000:
+            raise FastMnistError(f"--seeds {text!r}: more than a million runs")
+        seeds.extend(range(first, last + 1))
+    if len(set(seeds)) != len(seeds):
+        raise FastMnistError(f"--seeds {text!r}: a seed is listed twice")
+    return seeds
+
+
+def choose_seeds(runs: int, first_seed: int | None, seeds: str | list[int] | None, default_first: int) -> list[int]:
+    """The seeds a command runs: `seeds` when given (a range text or a list), else `runs` of them from
+    `first_seed` (default: the command's range)."""
+    if seeds is not None:
+        if first_seed is not None:
+            raise FastMnistError("give --seeds or --first-seed, not both")
+        return parse_seed_range(seeds) if isinstance(seeds, str) else check_seed_list(seeds)
+    first = default_first if first_seed is None else first_seed
+    if not 0 <= first <= MAX_SEED - runs:
+        raise FastMnistError(f"--first-seed {first}: seeds run from 0 to {MAX_SEED}")
+    return list(range(first, first + runs))
+
+
+def check_seed_list(seeds: list) -> list[int]:
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds):
+        raise FastMnistError(f"seeds must be a non-empty list of integers from 0 to {MAX_SEED}")
+    if len(set(seeds)) != len(seeds):
+        raise FastMnistError("a seed is listed twice")
+    return list(seeds)
+
+
+def seed_use(seeds: list[int]) -> str:
+    """What a record's seeds are fit for: a claim, or tuning (any of them in the tuning range)."""
+    return "tuning" if any(s >= TUNING_FIRST_SEED for s in seeds) else "claim"
+
+
+def describe_seeds(seeds: list[int]) -> str:
+    """'100-124' for a run of consecutive seeds, else the list."""
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    return ",".join(map(str, seeds))
