@@ -1,5 +1,6 @@
 """Shared fixtures: synthetic IDX files for the data checks, and a slice of real MNIST for training tests."""
 
+import dataclasses
 import functools
 import gzip
 import os
@@ -75,14 +76,23 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(scope="session")
-def real_mnist() -> Mnist:
-    """The real, verified MNIST. In CI a missing copy fails the tests; elsewhere they skip, loudly."""
+def real_mnist(tmp_path_factory) -> Mnist:
+    """The real, verified MNIST, whose `source` is a folder of the four files (what FASTMNIST_DATA and
+    --data-dir take): found so, or, when it came from the user's cache (a newcomer's machine after the
+    README's first line), written out from the verified arrays. In CI a missing copy fails the tests;
+    elsewhere they skip, loudly."""
     why = missing_mnist_reason()
-    if why is None:
-        return find_real_mnist()
-    if os.environ.get("CI"):
-        pytest.fail(why)
-    pytest.skip(why)
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    mnist = find_real_mnist()
+    if Path(mnist.source).is_dir():
+        return mnist
+    folder = tmp_path_factory.mktemp("mnist-files")
+    for spec in FILES:
+        (folder / spec.stem).write_bytes(idx_bytes(getattr(mnist, spec.key), spec.magic))
+    return dataclasses.replace(mnist, source=str(folder))
 
 
 @pytest.fixture(scope="session")

@@ -144,7 +144,7 @@ def test_ladder_command_writes_table_json_and_picture(data_env, tmp_path, monkey
     proc = in_process(["ladder", "--stages", "17-18", "--runs", "1", "--out", str(out), "--quiet"], data_env,
                       monkeypatch, capsys)
     assert proc.returncode == 0, proc.stderr
-    assert "| stage18 | batch_size 512 -> 448; lr 0.02 -> 0.0175; train_fraction 0.9 -> 0.8 |" in proc.stdout
+    assert "| stage18 | batch_size 512 -> 448; lr 0.02 -> 0.0175 |" in proc.stdout
     stored = json.loads((out / "ladder.json").read_text())
     assert list(stored["stages"]) == ["stage17", "stage18"]
     assert (out / "ladder.png").stat().st_size > 10000 and (out / "ladder.md").is_file()

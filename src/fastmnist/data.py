@@ -24,6 +24,7 @@ from fastmnist.output import atomic_write
 
 MEAN, STD = 0.1307, 0.3081  # pixel statistics of the training set, scaled to [0, 1]
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+MIRROR_SETTING = "FASTMNIST_MIRROR"  # base URLs (comma-separated) tried instead of MIRRORS: a proxy, an internal copy
 CACHE_FORMAT = 2  # bump when the cache layout changes
 
 
@@ -33,8 +34,7 @@ class IdxFile:
     stem: str  # canonical name, e.g. "train-images-idx3-ubyte"
     magic: int
     shape: tuple[int, ...]
-    sha256: str  # of the decompressed IDX bytes
-    gz_md5: str  # of the original .gz on the public mirrors
+    sha256: str  # of the decompressed IDX bytes: what every download and every file found is checked against
 
     def content_sha256(self, array: np.ndarray) -> str:
         """SHA-256 of the IDX file this array would be: header then bytes, as the canonical hash covers."""
@@ -55,13 +55,13 @@ class IdxFile:
 
 FILES = (
     IdxFile("train_images", "train-images-idx3-ubyte", 2051, (60000, 28, 28),
-            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
     IdxFile("train_labels", "train-labels-idx1-ubyte", 2049, (60000,),
-            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", "d53e105ee54ea40749a09fcbcd1e9432"),
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
     IdxFile("test_images", "t10k-images-idx3-ubyte", 2051, (10000, 28, 28),
-            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", "9fb629c4189551a2d022fa330f9573f3"),
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
     IdxFile("test_labels", "t10k-labels-idx1-ubyte", 2049, (10000,),
-            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", "ec29112dd5afa0611ce80d1b7f02629c"),
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
 )
 
 
@@ -74,6 +74,12 @@ class Mnist:
     source: str  # where the data came from: a folder, or the cache file
     load_seconds: float
     cache: str = ""  # what happened to the cache: read, written, or why not
+
+
+def mirrors() -> tuple[str, ...]:
+    """Where downloads come from: $FASTMNIST_MIRROR's base URLs when set, else the public mirrors."""
+    chosen = [url.strip() for url in os.environ.get(MIRROR_SETTING, "").split(",") if url.strip()]
+    return tuple(url if url.endswith("/") else url + "/" for url in chosen) or MIRRORS
 
 
 def candidate_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
@@ -200,20 +206,30 @@ def download(folder: Path, hint: str) -> None:
 
 
 def fetch_all(folder: Path, pooch, hint: str) -> None:
+    """Each missing file from the first mirror that serves it with MNIST's exact content: checked by the
+    SHA-256 of the decompressed bytes (a mirror may recompress, changing the .gz's MD5, never the content)
+    under a temporary name, then renamed into place, so a failed or wrong download leaves nothing."""
     for spec in FILES:
         if find_file(folder, spec):
             continue
         errors = []
-        for mirror in MIRRORS:
+        for mirror in mirrors():
+            partial = folder / f".{spec.stem}.gz.part"
             try:
-                pooch.retrieve(mirror + spec.stem + ".gz", known_hash="md5:" + spec.gz_md5,
-                               fname=spec.stem + ".gz", path=folder, progressbar=True)
+                pooch.retrieve(mirror + spec.stem + ".gz", known_hash=None, fname=partial.name, path=folder,
+                               progressbar=sys.stderr.isatty())
+                digest = hashlib.sha256(read_bytes(partial, spec)).hexdigest()
+                if digest != spec.sha256:
+                    raise DataError(f"served content with SHA-256 {digest[:16]}..., not MNIST's")
+                os.replace(partial, folder / (spec.stem + ".gz"))
                 break
             except Exception as exc:  # network errors come in many types; we report them all
                 errors.append(f"{mirror}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            finally:
+                partial.unlink(missing_ok=True)
         else:
-            raise DataError(f"could not download MNIST: no network? {hint}\n"
-                            f"  ({spec.stem}.gz: {'; '.join(errors)})"[:600])
+            raise DataError(f"could not download MNIST: no network? {hint} (or set {MIRROR_SETTING} to a "
+                            f"mirror's URL)\n  ({spec.stem}.gz: {'; '.join(errors)})"[:700])
 
 
 def cache_path() -> Path:
@@ -258,6 +274,10 @@ def load_mnist(data_dir=None, allow_download: bool = False, use_cache: bool = Tr
         return Mnist(**cached, source=str(cache_path()), load_seconds=time.perf_counter() - start, cache="read")
     if data_dir is not None and Path(data_dir).expanduser().exists() and not Path(data_dir).expanduser().is_dir():
         raise DataError(f"--data-dir {data_dir}: is a file, not a folder")
+    env = os.environ.get("FASTMNIST_DATA")
+    if data_dir is None and env and Path(env).expanduser().exists() and not Path(env).expanduser().is_dir():
+        raise DataError(f"FASTMNIST_DATA={env}: is a file, not a folder; point it at the folder holding the four "
+                        f"MNIST files")
     folder, looked = locate(data_dir)
     hint = (f"put the four MNIST files in {data_dir} (--data-dir)" if data_dir is not None else
             "set FASTMNIST_DATA (or --data-dir) to a folder holding the four MNIST files")

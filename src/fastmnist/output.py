@@ -7,6 +7,7 @@ umask, not the temporary file's private 0600.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -23,9 +24,23 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+def not_a_regular_file(path: Path) -> str | None:
+    """What `path` is when it exists and is not a plain file: a rename would replace that thing with a file."""
+    if not path.exists() or path.is_file():
+        return None
+    if path.is_dir():
+        return "a directory"
+    kind = "a device" if path.is_block_device() or path.is_char_device() else "a FIFO" if path.is_fifo() else \
+        "a socket" if path.is_socket() else "not a regular file"
+    return kind
+
+
 def atomic_write(path: str | os.PathLike, write: Callable) -> Path:
-    """Call `write(handle)` on a temporary file beside `path`, then rename it into place."""
+    """Call `write(handle)` on a temporary file beside `path`, then rename it into place. An existing target
+    that is not a regular file (a device, a FIFO) is never renamed over."""
     path = Path(path)
+    if kind := not_a_regular_file(path):
+        raise OSError(errno.EEXIST, f"{path} is {kind}, not a file fastmnist may replace")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
@@ -65,8 +80,9 @@ def check_writable(path: str | os.PathLike, what: str, suffixes: tuple[str, ...]
     path = Path(path)
     if suffixes and path.suffix.lower() not in suffixes:
         raise FastMnistError(f"{what} {path}: expected a {' or '.join(suffixes)} file name")
-    if path.is_dir():
-        raise FastMnistError(f"{what} {path}: is a directory, expected a file name")
+    if kind := not_a_regular_file(path):
+        raise FastMnistError(f"{what} {path}: is {kind}, expected a file name (fastmnist writes a new file and "
+                             f"renames it into place)")
     check_folder(path.parent, what)
     if path.exists() and not os.access(path, os.W_OK):
         raise FastMnistError(f"{what} {path}: the file exists and is not writable")

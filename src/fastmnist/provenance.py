@@ -12,12 +12,16 @@ from pathlib import Path
 
 from fastmnist.version import __version__
 
-URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<at>@)")
+# Every place a SQLAlchemy or libpq connection string can carry a password: the URL's user-info
+# (scheme://user:PASSWORD@host), a query parameter (?password=PASSWORD&..., libpq's form), and a keyword/value
+# DSN (host=db password=PASSWORD or password='with spaces'). Percent-encoded or not, up to its delimiter.
+URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s?#]*:)(?P<password>\S+)(?P<at>@)")  # to the last @
+KEYWORD_PASSWORD = re.compile(r"(?i)(?P<head>\bpassword\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'?|[^\s&;#'\"]+)")
 
 
 def redact(text: str) -> str:
-    """`text` with the password of every URL in it (scheme://user:PASSWORD@host) replaced by ***."""
-    return URL_PASSWORD.sub(r"\g<head>***\g<at>", text)
+    """`text` with every password in it replaced by ***: one redactor for records, files and error lines."""
+    return KEYWORD_PASSWORD.sub(r"\g<head>***", URL_PASSWORD.sub(r"\g<head>***\g<at>", text))
 
 
 def git_state() -> dict:

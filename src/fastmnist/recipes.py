@@ -142,8 +142,9 @@ def build_ladder() -> list[Recipe]:
                  "patches, +/-) from 1000 training images, no BN after it; the first block needs no backward",
                  whiten1=True, conv1=24)
     s17 = derive(s16, "stage17", "train on 90% of the images: one pass over 54k", train_fraction=0.9)
-    s18 = derive(s17, "stage18", "80% of the images in batches of 448, lr 0.0175: as many steps, each one smaller",
-                 train_fraction=0.8, batch_size=448, lr=0.0175)
+    s18 = derive(s17, "stage18", "batches of 448, lr 0.0175: more, smaller steps over the 90%, the margin a 99% "
+                 "needs when every seed draws its own subset (80% of the images, this stage's old setting, fails it)",
+                 batch_size=448, lr=0.0175)
     s19 = derive(s18, "stage19", "one epoch of steps captured as a CUDA graph once, replayed per run (CUDA; on a "
                  "CPU the same step runs eagerly, as stage 18)", engine="graph")
     s20 = derive(s19, "stage20", "PyTorch's fused Adam: one kernel updates every parameter, where the default "

@@ -23,6 +23,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from fastmnist.errors import FastMnistError, StoreError
+from fastmnist.provenance import redact
 
 ALIVE = (TrialState.RUNNING, TrialState.COMPLETE)
 POLL_SECONDS = 0.5  # how often a worker with nothing to claim looks for others' results (a cheap query)
@@ -67,18 +68,8 @@ def open_study(url: str | None, name: str, stale_after: float = 60.0) -> optuna.
             if attempt + 1 < CREATE_TRIES and creation_race(exc):
                 time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
                 continue
-            raise FastMnistError(f"cannot open the store {redacted(url)}: {why(exc)}") from None
+            raise FastMnistError(redact(f"cannot open the store {url}: {why(exc)}")) from None
     raise AssertionError("unreachable")
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for messages and reports."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not even a URL: show it as given, there is no password to hide
-        return repr(url)
 
 
 def why(exc: BaseException) -> str:
@@ -232,9 +223,9 @@ def run_jobs(store: JobStore, jobs: dict[str, tuple[dict, int]], run_job, on_sta
     try:
         return claim_and_run(store, jobs, run_job, on_start, on_result, on_wait)
     except (SQLAlchemyError, StorageInternalError) as exc:
-        where = redacted(store.url) if store.url else "(in memory)"
-        raise StoreError(f"the store {where} stopped answering ({why(exc)}); the runs it holds are kept: run "
-                         f"the same command again when it is back") from None
+        where = redact(store.url) if store.url else "(in memory)"
+        raise StoreError(redact(f"the store {where} stopped answering ({why(exc)}); the runs it holds are kept: "
+                                f"run the same command again when it is back")) from None
 
 
 def claim_and_run(store: JobStore, jobs, run_job, on_start, on_result, on_wait) -> tuple[dict[str, dict], int]:
