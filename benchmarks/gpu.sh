@@ -11,7 +11,8 @@
 # 20 and 21 (captured; with fused Adam; channels_last end to end), and the ladder 3-21 with 3 runs a stage, and writes everything to results/gpu/ (JSON with the machine,
 # the commit and the command line, and the test log).
 #
-# Checked on a CPU, without installing and on fewer runs:
+# Checked on a CPU, without installing and on fewer runs (the suite's smoke test runs it so, on a slice of the
+# images: SET=train_fraction=0.05, one test):
 #     SKIP_INSTALL=1 DEVICE=cpu RUNS=2 LADDER_STAGES=18-21 LADDER_RUNS=1 OUT=/tmp/gpu-check bash benchmarks/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,8 @@ LADDER_STAGES=${LADDER_STAGES:-3-21}
 LADDER_RUNS=${LADDER_RUNS:-3}
 OUT=${OUT:-results/gpu}
 PYTHON=${PYTHON:-python3}
+TESTS=${TESTS:-tests/test_engine.py tests/test_cli.py::test_train_json_small_budget tests/test_api.py::test_a_user_network_gets_init_from_data_inside_the_run}
+SET=${SET:+--set $SET}  # a recipe override for the benches, e.g. SET=train_fraction=0.05 for a quick check
 
 for needed in "$BRING/mnist" "$BRING/wheels"; do
     [ -d "$needed" ] || { echo "gpu.sh: $needed is missing: mkdir -p .gpu && cp -r ../shared/gpu/wheels ../shared/mnist .gpu/ (then carry .gpu)" >&2; exit 2; }
@@ -43,12 +46,13 @@ print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, device:",
       torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
 PY
 # the CUDA tests (they skip, saying so, where no GPU is seen), then the two that failed on CUDA before
-"$PYTHON" -m pytest -q -rs tests/test_engine.py \
-    "tests/test_cli.py::test_train_json_small_budget" \
-    "tests/test_api.py::test_a_user_network_gets_init_from_data_inside_the_run" 2>&1 | tee "$OUT/tests.txt"
-fastmnist bench stage14 fastest --runs "$RUNS" --device "$DEVICE" --offline --quiet \
+# shellcheck disable=SC2086  # TESTS is a list of test ids
+"$PYTHON" -m pytest -q -rs $TESTS 2>&1 | tee "$OUT/tests.txt"
+# shellcheck disable=SC2086  # SET is empty or one --set KEY=VALUE
+fastmnist bench stage14 fastest --runs "$RUNS" --device "$DEVICE" --offline --quiet $SET \
     --out "$OUT/bench-stage14-vs-fastest-$RUNS.json"
-fastmnist bench stage18 stage19 stage20 stage21 --runs "$RUNS" --device "$DEVICE" --offline --quiet \
+# shellcheck disable=SC2086
+fastmnist bench stage18 stage19 stage20 stage21 --runs "$RUNS" --device "$DEVICE" --offline --quiet $SET \
     --out "$OUT/bench-stage18-vs-stage19-21-$RUNS.json"
 fastmnist ladder --stages "$LADDER_STAGES" --runs "$LADDER_RUNS" --device "$DEVICE" --offline --quiet \
     --out "$OUT/ladder" > /dev/null

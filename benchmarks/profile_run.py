@@ -17,11 +17,11 @@ import sys
 
 from torch.profiler import ProfilerActivity, profile
 
-from common import finish
 from fastmnist.data import load_mnist
 from fastmnist.device import pick_device
 from fastmnist.recipes import get_recipe
-from fastmnist.machine import machine_info
+from fastmnist.machine import describe, machine_info
+from fastmnist.output import write_json
 from fastmnist.records import envelope
 from fastmnist.runner import Runner
 
@@ -76,8 +76,13 @@ def main() -> int:
     for name, ops in top_ops.items():
         print(f"{name}, heaviest operators (share of self CPU time, last run): "
               + ", ".join(f"{op} {100 * share:.0f}%" for op, share in ops.items()))
-    report = {**envelope("profile", machine_info(device, peaks=True), recipes), "runs": rows, "summary": summary, "top_ops": top_ops}
-    return finish(report, args.out)
+    report = {**envelope("profile", machine_info(device, peaks=True), recipes), "runs": rows, "summary": summary,
+              "top_ops": top_ops}
+    print(describe(report["machine"]))
+    if args.out:
+        write_json(args.out, report)
+        print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

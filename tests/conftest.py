@@ -4,6 +4,8 @@ import dataclasses
 import functools
 import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +108,38 @@ def small_mnist(real_mnist) -> Mnist:
 def data_env(real_mnist, tmp_path) -> dict[str, str]:
     """The environment a CLI run needs: the real MNIST, and a cache of the test's own."""
     return {"FASTMNIST_DATA": real_mnist.source, "FASTMNIST_CACHE": str(tmp_path / "cache")}
+
+
+def run_cli(*args, env=None, check=True):
+    """`fastmnist ARGS` in a new process, as a user runs it."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "fastmnist.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def assert_one_line_error(proc, fragment):
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fastmnist: error:"), proc.stderr
+    assert fragment in lines[0]
+
+
+def in_process(args, env, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """The CLI's main() in this process (no interpreter and torch to start), as a finished process."""
+    import torch
+
+    from fastmnist.cli import main
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    threads = torch.get_num_threads()  # --threads would otherwise stay set for the tests after this one
+    try:
+        code = main(list(args))
+    finally:
+        torch.set_num_threads(threads)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)

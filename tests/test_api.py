@@ -14,7 +14,7 @@ from fastmnist.errors import FastMnistError
 from fastmnist.models import NETS, flops_per_image
 from fastmnist.recipes import get_recipe
 from fastmnist.layout import prepare
-from tests.test_cli import assert_one_line_error, in_process
+from tests.conftest import assert_one_line_error, in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "residual.py"
@@ -140,3 +140,29 @@ def test_python_ladder_writes_what_the_cli_writes(small_mnist, tmp_path):
     assert report["kind"] == "ladder" and list(report["stages"]) == ["stage18"]
     assert {p.name for p in (tmp_path / "ladder").iterdir()} == {"ladder.json", "ladder.md", "ladder.png"}
     assert "| stage18 |" in report.table()
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: fastmnist.bench(["stage14"], runs=0), "runs=0: must be at least 1"),
+    (lambda: fastmnist.bench(["stage14"], runs=-1), "runs=-1: must be at least 1"),
+    (lambda: fastmnist.bench(["stage14"], runs=2.5), "runs=2.5: expected an integer"),
+    (lambda: fastmnist.bench(["stage14"], seeds="5-1"), "range 5-1 is reversed"),
+    (lambda: fastmnist.bench(["stage14"], seeds=[1, 1]), "listed twice"),
+    (lambda: fastmnist.bench([3]), "3: not a recipe"),
+    (lambda: fastmnist.train("stage14", seed="a"), "seed='a': expected an integer"),
+    (lambda: fastmnist.train("stage14", seed=-1), "seed=-1: must be at least 0"),
+    (lambda: fastmnist.train("stage14", seed=1.5), "seed=1.5: expected an integer"),
+    (lambda: fastmnist.train("stage14", seed=2 ** 70), "too large (at most 9223372036854775807)"),
+    (lambda: fastmnist.sweep("stage14", {"lr": [0.01]}, runs=0), "runs=0: must be at least 1"),
+    (lambda: fastmnist.ladder("14", runs=1, first_seed=-3), "first_seed=-3: must be at least 0"),
+])
+def test_the_api_checks_what_the_cli_checks_before_loading_anything(call, fragment, monkeypatch):
+    monkeypatch.setattr("fastmnist.data.load_mnist", lambda *a, **k: pytest.fail("data loaded before the check"))
+    with pytest.raises(FastMnistError) as raised:
+        call()
+    assert fragment in str(raised.value)
+
+
+def test_one_recipe_name_is_one_recipe(small_mnist):
+    report = fastmnist.bench("stage14[train_fraction=0.02]", runs=1, mnist=small_mnist, device="cpu")
+    assert [row["recipe"] for row in report["summary"]] == ["stage14[train_fraction=0.02]"]

@@ -2,40 +2,26 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import write_synthetic
+from tests.conftest import assert_one_line_error, in_process, run_cli, write_synthetic
 
-
-def fastmnist(*args, env=None, check=True):
-    full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "fastmnist.cli", *args], capture_output=True, text=True,
-                          env=full_env, timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-def assert_one_line_error(proc, fragment):
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("fastmnist: error:"), proc.stderr
-    assert fragment in lines[0]
+SLICE = "train_fraction=0.02"
 
 
 def test_recipes_lists_and_diffs():
-    out = fastmnist("recipes", "--diff").stdout
+    out = run_cli("recipes", "--diff").stdout
     assert "stage0" in out and "stage8" in out and "(= fastest)" in out
     assert "batch_size 64 -> 128" in out  # stage 4's one change, printed from the definitions
 
 
 def test_train_json_small_budget(data_env, tmp_path):
     model = tmp_path / "m.safetensors"
-    proc = fastmnist("train", "--recipe", "stage14", "--set", "train_fraction=0.1", "--json", "--threads", "2",
+    proc = run_cli("train", "--recipe", "stage14", "--set", "train_fraction=0.1", "--json", "--threads", "2",
                      "--seed", "1", "--save", str(model), env=data_env)
     record = json.loads(proc.stdout)
     for key in ("recipe", "seed", "device", "accuracy", "seconds", "epochs", "excluded_seconds", "machine",
@@ -88,7 +74,7 @@ def test_bench_two_runs_writes_json(data_env, tmp_path, monkeypatch, capsys):
 
 
 def test_missing_data_is_one_line(tmp_path):
-    proc = fastmnist("train", "--data-dir", str(tmp_path), "--offline", check=False,
+    proc = run_cli("train", "--data-dir", str(tmp_path), "--offline", check=False,
                      env={"FASTMNIST_CACHE": str(tmp_path / "cache")})
     assert_one_line_error(proc, "missing train-images-idx3-ubyte")
     assert str(tmp_path) in proc.stderr
@@ -96,14 +82,14 @@ def test_missing_data_is_one_line(tmp_path):
 
 def test_corrupt_data_is_one_line(tmp_path):
     write_synthetic(tmp_path)
-    proc = fastmnist("data", "--data-dir", str(tmp_path), check=False,
+    proc = run_cli("data", "--data-dir", str(tmp_path), check=False,
                      env={"FASTMNIST_CACHE": str(tmp_path / "cache")})
     assert_one_line_error(proc, "SHA-256")
 
 
 @pytest.mark.parametrize("args, fragment", [
     (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
-    (["train", "--set", "lr=fast"], "expected a float"),
+    (["train", "--set", "lr=fast"], "expected a number"),
     (["train", "--set", "batch_size=0"], "out of range"),
     (["train", "--set", "optimizer=lion"], "choose from adadelta, adam, sgd"),
     (["train", "--set", "whiten1=true", "--set", "conv1=23"], "whiten1 needs an even conv1"),
@@ -115,27 +101,10 @@ def test_bad_values_are_one_line(args, fragment, data_env, monkeypatch, capsys):
     assert_one_line_error(in_process(args, data_env, monkeypatch, capsys), fragment)
 
 
-def in_process(args, env, monkeypatch, capsys) -> subprocess.CompletedProcess:
-    """The CLI's main() in this process (no interpreter and torch to start), as a finished process."""
-    import torch
-
-    from fastmnist.cli import main
-
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    threads = torch.get_num_threads()  # --threads would otherwise stay set for the tests after this one
-    try:
-        code = main(list(args))
-    finally:
-        torch.set_num_threads(threads)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
-
-
 def test_argparse_errors_exit_2():
-    proc = fastmnist("bench", "stage8", "--runs", "0", check=False)
+    proc = run_cli("bench", "stage8", "--runs", "0", check=False)
     assert proc.returncode == 2 and "must be at least 1" in proc.stderr
-    proc = fastmnist("train", "--seed", "-1", check=False)
+    proc = run_cli("train", "--seed", "-1", check=False)
     assert proc.returncode == 2 and "must be at least 0" in proc.stderr
 
 
@@ -151,8 +120,84 @@ def test_ladder_command_writes_table_json_and_picture(data_env, tmp_path, monkey
 
 
 def test_data_command_reports_source_and_cache(data_env):
-    out = fastmnist("data", env=data_env).stdout
+    out = run_cli("data", env=data_env).stdout
     assert "MNIST OK: 60000 training and 10000 test images" in out
     assert "5923 6742 5958 6131 5842 5421 5918 6265 5851 5949" in out and ": written" in out
-    again = fastmnist("data", env=data_env).stdout
+    again = run_cli("data", env=data_env).stdout
     assert "from " + data_env["FASTMNIST_CACHE"] in again and ": read" in again
+
+
+def test_diverged_train_exits_3_and_saves_nothing(data_env, tmp_path, monkeypatch, capsys):
+    target = tmp_path / "m.safetensors"
+    proc = in_process(["train", "--recipe", "stage8[train_fraction=0.05]", "--set", "optimizer=sgd", "--set", "lr=100",
+                       "--no-warmup", "--save", str(target)], data_env, monkeypatch, capsys)
+    assert proc.returncode == 3 and "DIVERGED" in proc.stdout and "Traceback" not in proc.stderr
+    assert not target.exists()
+
+
+def test_too_many_threads_and_too_large_seeds_are_refused(data_env):
+    threads = subprocess.run([sys.executable, "-m", "fastmnist.cli", "train", "--threads", "999"],
+                             capture_output=True, text=True, env={**os.environ, **data_env})
+    assert threads.returncode == 2 and "more threads than this machine's" in threads.stderr
+    assert "--threads 1" in threads.stderr and "Traceback" not in threads.stderr
+    seed = subprocess.run([sys.executable, "-m", "fastmnist.cli", "train", "--seed", "99999999999999999999"],
+                          capture_output=True, text=True, env={**os.environ, **data_env})
+    assert seed.returncode == 2 and "is too large (at most 9223372036854775807)" in seed.stderr
+    assert "Traceback" not in seed.stderr
+
+
+def test_json_stdout_carries_only_json_whatever_user_code_prints(data_env, tmp_path, monkeypatch, capsys):
+    mine = tmp_path / "mine.py"
+    mine.write_text("import fastmnist\nprint('hello from my recipe file')\n"
+                    "r = fastmnist.derive(fastmnist.recipe('stage18'), 'r', 'mine', train_fraction=0.02)\n")
+    result = in_process(["train", "--recipe", f"{mine}:r", "--json", "--no-warmup"], data_env, monkeypatch, capsys)
+    assert result.returncode == 0 and "hello from my recipe file" in result.stderr
+    record = json.loads(result.stdout)  # the whole of stdout is one JSON object
+    assert record["recipe"] == "r" and set(record["load_average"]) == {"start", "end"}
+
+
+def test_a_busy_machine_is_named_in_one_warning(data_env, monkeypatch, capsys):
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.5, 5.0, 3.0))
+    result = in_process(["train", "--set", SLICE, "--no-warmup", "--json"], data_env, monkeypatch, capsys)
+    [warning] = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert f"load 7.5 on {os.cpu_count()} cores" in warning and "--threads" in warning
+    assert json.loads(result.stdout)["load_average"]["start"] == [7.5, 5.0, 3.0]
+    bad = in_process(["train", "--set", "conv1=23"], data_env, monkeypatch, capsys)  # refused before any run:
+    assert_one_line_error(bad, "whiten1 needs an even conv1")  # still one line, however busy the machine
+
+
+def test_the_bench_table_names_fastest_as_asked(data_env, monkeypatch, capsys):
+    result = in_process(["bench", f"fastest[{SLICE}]", "--runs", "1", "--quiet"], data_env, monkeypatch, capsys)
+    from fastmnist.recipes import FASTEST
+
+    assert f"fastest[{SLICE}] ({FASTEST}[{SLICE}])" in result.stdout
+
+
+def test_a_ladder_says_how_long_it_will_take_and_ctrl_c_leaves_no_empty_folder(data_env, tmp_path):
+    out = tmp_path / "new-ladder"
+    proc = subprocess.Popen([sys.executable, "-m", "fastmnist.cli", "ladder", "--stages", "0", "--runs", "1",
+                             "--out", str(out)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, **data_env})
+    estimate = proc.stderr.readline()
+    assert estimate.startswith("ladder: 1 stage(s) x 1 run(s): about ") and "as recorded on" in estimate
+    proc.send_signal(signal.SIGINT)  # during stage 0's warm-up: no stage has finished
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "fastmnist: interrupted"
+    assert not out.exists()
+
+
+def test_train_takes_its_recipe_as_bench_does(data_env, monkeypatch, capsys):
+    recipe = f"stage14[{SLICE}]"
+    result = in_process(["train", recipe, "--no-warmup", "--json"], data_env, monkeypatch, capsys)
+    assert result.returncode == 0 and json.loads(result.stdout)["recipe"] == recipe
+    both = in_process(["train", "stage14", "--recipe", "stage13"], data_env, monkeypatch, capsys)
+    assert_one_line_error(both, "two recipes given (stage14 and --recipe stage13)")
+
+
+@pytest.mark.parametrize("command, described", [("predict", ("MODEL ", "IMAGE ")), ("export", ("MODEL ",))])
+def test_every_argument_says_what_it_is(command, described):
+    out = run_cli(command, "--help").stdout
+    positional = out.split("positional arguments:")[1].split("options:")[0]
+    for name in described:
+        line = next(line for line in positional.splitlines() if line.strip().startswith(name.strip()))
+        assert len(line.split()) > 1, line  # a description follows the name

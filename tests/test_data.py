@@ -1,3 +1,13 @@
+"""MNIST on disk: parsing, finding, verifying, caching and downloading (from a loopback mirror), and the one
+line every bad file gets."""
+
+import contextlib
+import functools
+import gzip
+import http.server
+import threading
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -160,3 +170,49 @@ def test_data_dir_that_is_a_file_or_cannot_be_made_is_one_line(tmp_path):
         load_mnist(a_file, allow_download=True)
     with pytest.raises(DataError, match="cannot create .* to download MNIST into"):
         load_mnist(a_file / "below", allow_download=True)
+
+
+def test_fastmnist_data_naming_a_file_is_one_clear_line(tmp_path, monkeypatch):
+    a_file = tmp_path / "mnist.npz"
+    a_file.write_bytes(b"not a folder")
+    monkeypatch.setenv("FASTMNIST_DATA", str(a_file))
+    with pytest.raises(DataError, match=r"FASTMNIST_DATA=.*mnist.npz: is a file, not a folder"):
+        load_mnist(allow_download=True, use_cache=False)
+    assert a_file.read_bytes() == b"not a folder"
+
+
+@contextlib.contextmanager
+def mirror_serving(folder: Path):
+    """An HTTP mirror on the loopback interface serving `folder`, for the test's duration."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_mirror_is_downloaded_from_through_the_real_code_and_checked(real_mnist, tmp_path, monkeypatch):
+    """FASTMNIST_MIRROR replaces the public mirrors: the files come through pooch, are checked by the SHA-256
+    of their content (the mirror recompressed them), and a mirror serving something else leaves nothing."""
+    served, wrong = tmp_path / "served", tmp_path / "wrong"
+    served.mkdir()
+    wrong.mkdir()
+    for spec in FILES:
+        content = idx_bytes(getattr(real_mnist, spec.key), spec.magic)
+        (served / (spec.stem + ".gz")).write_bytes(gzip.compress(content, compresslevel=1))
+    write_synthetic(wrong)
+    with mirror_serving(wrong) as bad, mirror_serving(served) as good:
+        monkeypatch.setenv("FASTMNIST_MIRROR", bad)
+        with pytest.raises(DataError) as raised:
+            load_mnist(tmp_path / "first", allow_download=True, use_cache=False)
+        assert "not MNIST's" in str(raised.value) and "FASTMNIST_MIRROR" in str(raised.value)
+        assert not (tmp_path / "first").exists()  # nothing half-downloaded is left
+        monkeypatch.setenv("FASTMNIST_MIRROR", f"{bad},{good}")  # the first serves garbage, the second MNIST
+        mnist = load_mnist(tmp_path / "second", allow_download=True, use_cache=False)
+    assert mnist.source == str(tmp_path / "second") and np.array_equal(mnist.test_labels, real_mnist.test_labels)
+    assert sorted(p.name for p in (tmp_path / "second").iterdir()) == sorted(s.stem + ".gz" for s in FILES)

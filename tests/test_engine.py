@@ -134,7 +134,7 @@ def test_capture_happens_once_before_any_timed_run(real_mnist, monkeypatch, name
                         lambda self, *a, **k: (events.append("capture"), original(self, *a, **k))[1])
     runner = Runner(real_mnist, CUDA)
     runner.run_interleaved([get_recipe(name)], range(3), on_run=lambda result: events.append(result.engine))
-    assert events == ["capture", "cuda-graph", "cuda-graph", "cuda-graph"]
+    assert events == ["capture", "graph", "graph", "graph"]
     assert runner.excluded_seconds(get_recipe(name))["capture"] > 0
 
 
@@ -143,7 +143,7 @@ def test_a_run_starts_from_exactly_a_new_model(real_mnist):
     recipe = get_recipe("stage19")
     data = prepare(real_mnist, recipe, CUDA)
     engine = CudaGraphEngine(recipe, data)
-    engine.prepare()
+    engine.build()
     run = engine.start(7, warmup=False)
     fresh = new_model(recipe, data, 7)
     for name, value in fresh.state_dict().items():
@@ -173,7 +173,7 @@ def test_the_graph_engine_reaches_the_eager_accuracy(real_mnist, eager_name, gra
     runner = Runner(real_mnist, CUDA)
     results = runner.run_interleaved([get_recipe(eager_name), get_recipe(graph_name)], range(5))
     eager, graph = ([r.accuracy for r in results[name]] for name in (eager_name, graph_name))
-    assert all(r.engine == "cuda-graph" for r in results[graph_name])
+    assert all(r.engine == "graph" for r in results[graph_name])
     assert min(graph) >= 98.5 and abs(sum(graph) / 5 - sum(eager) / 5) < 0.25
 
 

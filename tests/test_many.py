@@ -5,6 +5,7 @@ PostgreSQL: $FASTMNIST_TEST_POSTGRES (CI starts a server and sets it). Without a
 PostgreSQL cases skip, with the reason, except under CI, where they fail."""
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -18,8 +19,9 @@ from optuna.trial import TrialState
 from fastmnist.cli import main as cli_main
 from fastmnist.recipes import FASTEST, get_recipe
 from fastmnist.benchmark import benchmark
-from fastmnist.store import JobStore, open_study
-from tests.test_cli import assert_one_line_error, in_process
+from fastmnist.store import open_store
+from tests.conftest import assert_one_line_error, in_process
+from tests.store_worker import worker_opens
 
 POSTGRES = os.environ.get("FASTMNIST_TEST_POSTGRES", "postgresql+psycopg://fastmnist:pw-ci-4831@localhost/fastmnist")
 SLICE = "train_fraction=0.02"
@@ -27,7 +29,7 @@ SLICE = "train_fraction=0.02"
 
 def postgres_reason() -> str | None:
     try:
-        open_study(POSTGRES, "fastmnist-test-probe")
+        open_store(POSTGRES, "fastmnist-test-probe")
     except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
         return f"no PostgreSQL at {POSTGRES} ({exc}); set FASTMNIST_TEST_POSTGRES"
     return None
@@ -75,7 +77,7 @@ def run_together(commands, env, timeout=300):
 
 
 def finished_jobs(url, study):
-    trials = JobStore(open_study(url, study)).study.get_trials(states=(TrialState.COMPLETE,))
+    trials = open_store(url, study).study.get_trials(states=(TrialState.COMPLETE,))
     return [t.user_attrs["job"] for t in trials]
 
 
@@ -118,7 +120,7 @@ def test_a_killed_workers_seed_is_rerun_and_finished_runs_kept(store_url, env, m
     proc = start_and_wait_for_a_run(bench_command(store_url, study, runs=3), env, nth=2)
     proc.kill()  # SIGKILL: no handler runs, its trial stays RUNNING
     proc.wait()
-    store = JobStore(open_study(store_url, study))
+    store = open_store(store_url, study)
     assert len(store.study.get_trials(states=(TrialState.RUNNING,))) == 1
     kept = finished_jobs(store_url, study)
     assert kept == ['{"seed": 100}']  # the seed finished before the kill
@@ -126,6 +128,7 @@ def test_a_killed_workers_seed_is_rerun_and_finished_runs_kept(store_url, env, m
     assert rerun.returncode == 0, rerun.stderr
     assert sorted(finished_jobs(store_url, study)) == sorted(f'{{"seed": {s}}}' for s in range(100, 103))
     assert rerun.stderr.count("bench: running") == 2  # seed 100 kept, the killed seed 101 redone, seed 102 new
+    assert "bench: 3 seed(s) in this bench, 2 run now by this worker, 1 reused from the store" in rerun.stderr
     assert len(store.study.get_trials(states=(TrialState.FAIL,))) == 1  # failed once its heartbeat stopped
 
 
@@ -138,7 +141,7 @@ def test_a_signal_releases_the_run_in_flight_and_the_same_command_resumes(sig, c
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code and err.strip().splitlines()[-1] == line
-    assert not JobStore(open_study(url, study)).study.get_trials(states=(TrialState.RUNNING,))
+    assert not open_store(url, study).study.get_trials(states=(TrialState.RUNNING,))
     rerun = in_process(sweep_command(url, study, tmp_path)[3:], env, monkeypatch, capsys)
     assert rerun.returncode == 0, rerun.stderr
     assert "reused from the store" in rerun.stdout and "already holds" in rerun.stderr
@@ -152,7 +155,7 @@ def test_sigint_on_postgresql_releases_the_run(env, tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
     assert proc.returncode == 130
-    assert not JobStore(open_study(POSTGRES, study)).study.get_trials(states=(TrialState.RUNNING,))
+    assert not open_store(POSTGRES, study).study.get_trials(states=(TrialState.RUNNING,))
 
 
 def pg_ctl(action: str) -> None:
@@ -185,19 +188,24 @@ def test_the_database_stopping_mid_run_ends_with_one_line_and_resumes(env, monke
     ("postgresql+psycopg2://fastmnist:secret@localhost/fastmnist", "database driver for this URL is not installed"),
     ("mysql+nodriver://a@localhost/x", "cannot open the store"),
     ("not a url", "cannot open the store"),
+    ("postgresql+psycopg://fastmnist@localhost/fastmnist?password=wrong", "cannot open the store"),
+    ("host=localhost user=fastmnist password=secret dbname=fastmnist", "cannot open the store"),
 ])
 def test_bad_store_urls_are_one_line_before_any_run(url, fragment, capsys):
-    if "wrong@" in url and postgres_reason():
+    if "wrong" in url and postgres_reason():
         pytest.fail(postgres_reason()) if os.environ.get("CI") else pytest.skip(postgres_reason())
     code = cli_main(bench_command(url, "x")[3:])  # in this process: it must fail before loading anything
     err = capsys.readouterr().err
     assert_one_line_error(subprocess.CompletedProcess([], code, "", err), fragment)
-    assert ":wrong@" not in err and ":secret@" not in err  # passwords are never printed
+    assert "wrong" not in err and "secret" not in err  # passwords are never printed, in any form
 
 
-def test_no_password_reaches_a_record_a_file_or_a_printed_line(env, tmp_path, small_mnist, capsys, monkeypatch):
-    """Every command that takes a storage URL, from the CLI and from Python: the password of the URL is in
-    none of what they print or write, and the URL itself is recorded, its password hidden."""
+@pytest.mark.parametrize("form", ["user-info", "query"])
+def test_no_password_reaches_a_record_a_file_or_a_printed_line(form, env, tmp_path, small_mnist, capsys,
+                                                              monkeypatch):
+    """Every command that takes a storage URL, from the CLI and from Python, with the password in the URL's
+    user-info or as libpq's `?password=` query parameter: the password is in none of what they print or
+    write, and the URL itself is recorded, its password hidden."""
     if postgres_reason():
         pytest.fail(postgres_reason()) if os.environ.get("CI") else pytest.skip(postgres_reason())
     from sqlalchemy.engine import make_url
@@ -205,19 +213,87 @@ def test_no_password_reaches_a_record_a_file_or_a_printed_line(env, tmp_path, sm
     import fastmnist
 
     password = make_url(POSTGRES).password
+    url = POSTGRES if form == "user-info" else \
+        make_url(POSTGRES).set(password=None).render_as_string(hide_password=False) + f"?password={password}"
     tag = uuid.uuid4().hex[:8]
     texts = []
     monkeypatch.setenv("FASTMNIST_DATA", env["FASTMNIST_DATA"])
-    for command in (bench_command(POSTGRES, f"pw-bench-{tag}", runs=1) + ["--out", str(tmp_path / "b.json")],
-                    bench_command(POSTGRES, f"pw-bench-{tag}", runs=1) + ["--report"],
-                    sweep_command(POSTGRES, f"pw-sweep-{tag}", tmp_path / "sweep")):
+    for command in (bench_command(url, f"pw-bench-{tag}", runs=1) + ["--out", str(tmp_path / "b.json")],
+                    bench_command(url, f"pw-bench-{tag}", runs=1) + ["--report", "--out", str(tmp_path / "r.json")],
+                    sweep_command(url, f"pw-sweep-{tag}", tmp_path / "sweep")):
         monkeypatch.setattr(sys, "argv", ["fastmnist", *command[3:]])  # what provenance records
         assert cli_main(command[3:]) == 0  # the CLI in this process: no interpreter and torch to start
         texts += list(capsys.readouterr())
     recipe = f"stage14[{SLICE}]"
-    texts += [fastmnist.bench([recipe], 1, mnist=small_mnist, storage=POSTGRES, study=f"pw-api-{tag}").to_json(),
-              fastmnist.sweep(recipe, {"lr": [0.02]}, 1, mnist=small_mnist, storage=POSTGRES).to_json()]
+    texts += [fastmnist.bench([recipe], 1, mnist=small_mnist, storage=url, study=f"pw-api-{tag}").to_json(),
+              fastmnist.sweep(recipe, {"lr": [0.02]}, 1, mnist=small_mnist, storage=url).to_json()]
     texts += [path.read_text() for path in tmp_path.rglob("*") if path.suffix in (".json", ".md")]
     texts += list(capsys.readouterr())
     assert not [t for t in texts if password in t]
-    assert sum(":***@" in t for t in texts) >= 4  # the commands' provenance and the sweep/bench records
+    hidden = ":***@" if form == "user-info" else "password=***"
+    assert sum(hidden in t for t in texts) >= 5  # the commands' provenance and the sweep/bench records
+
+
+def test_workers_creating_one_new_store_together(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    for attempt in range(2):
+        path, results = tmp_path / f"new{attempt}.db", ctx.Queue()
+        barrier = ctx.Barrier(3)
+        procs = [ctx.Process(target=worker_opens, args=(path, barrier, results)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        assert sorted(results.get(timeout=5) for _ in procs) == ["ok"] * 3
+
+
+def test_a_lost_race_is_a_quiet_skip(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}", "s")
+    trial = store.claim("job")
+    store.study.tell(trial.number, state=TrialState.FAIL)  # another worker took it as stale
+    assert store.finish(trial, {"lr": 1}, 0, {"accuracy": 99.0, "seconds": 1.0, "diverged": False,
+                                              "epochs": 1}) is False
+
+
+def test_a_job_is_taken_back_at_once_from_a_dead_local_worker_and_never_from_a_live_one(tmp_path):
+    import time
+
+    from optuna.trial import TrialState
+
+    from fastmnist.store import this_worker
+
+    store = open_store(f"sqlite:///{tmp_path / 'jobs.db'}", "load", stale_after=1)
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout.strip()  # a process of this host that has exited
+    host = this_worker().rsplit(":", 1)[0]
+    holders = {"dead": f"{host}:{dead_pid}", "alive": this_worker(), "remote": "elsewhere:1"}
+    trials = {}
+    for name, worker in holders.items():
+        trials[name] = store.claim(name)
+        trials[name].set_user_attr("worker", worker)
+    store.fail_stale()  # at once: no heartbeat is stale yet
+    state = {t.user_attrs["job"]: t.state for t in store.trials((TrialState.RUNNING, TrialState.FAIL))}
+    assert state == {"dead": TrialState.FAIL, "alive": TrialState.RUNNING, "remote": TrialState.RUNNING}
+    time.sleep(2.5)  # every heartbeat is now past the 1 s grace, as a starved worker's would be
+    store.fail_stale()
+    state = {t.user_attrs["job"]: t.state for t in store.trials((TrialState.RUNNING, TrialState.FAIL))}
+    assert state == {"dead": TrialState.FAIL, "alive": TrialState.RUNNING, "remote": TrialState.FAIL}
+
+
+def test_a_claim_waits_for_an_earlier_trial_to_say_its_job(tmp_path):
+    """The race behind a job run twice: worker A creates its trial, worker B creates a later one and tags
+    it with job K before A has tagged its own. B must not take K until A's trial says what it is for."""
+    import threading
+    import time
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    worker_a, worker_b = open_store(url, "race"), open_store(url, "race")
+    earlier = worker_a.study.ask()  # A's trial, created, not yet tagged
+    claimed = {}
+    b = threading.Thread(target=lambda: claimed.update(b=worker_b.claim("K")))
+    b.start()
+    time.sleep(0.5)
+    assert b.is_alive()  # B waits for A's trial to say its job
+    earlier.set_user_attr("job", "K")
+    b.join(timeout=10)
+    assert claimed["b"] is None  # A's lower-numbered trial owns K: B stands down, K runs once

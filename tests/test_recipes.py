@@ -224,3 +224,24 @@ def test_impossible_networks_are_refused_before_any_run(spec, fragment):
     assert spec.problems()
     with pytest.raises(FastMnistError, match=fragment):
         check_net(spec)
+
+
+def test_show_prints_every_field_and_the_stage_that_set_it():
+    import dataclasses as dc
+
+    from fastmnist.commands import show_recipe
+    from fastmnist.models import NetSpec
+    from fastmnist.recipes import BOOKKEEPING, FASTEST, Recipe
+
+    text = show_recipe(get_recipe("fastest"))
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[3:] if line and not line[0].isspace()}
+    for f in dc.fields(Recipe):
+        if f.name not in BOOKKEEPING | {"net"}:
+            assert f.name in rows, f.name
+    for g in dc.fields(NetSpec):
+        assert f"net.{g.name}" in rows, g.name
+    assert rows["batch_size"] == ["448", "stage18"] and rows["optimizer"] == ["adam", "stage8"]
+    assert rows["net.whiten1"] == ["True", "stage16"] and rows["momentum"] == ["0.9", "default"]
+    assert text.startswith(f"{FASTEST}: ") and "models.INIT_IMAGES" in text
+    mine = show_recipe(get_recipe("stage14[lr=0.05]"))  # an override is the last setter of what it changes
+    assert "lr                    0.05          stage14[lr=0.05]" in mine

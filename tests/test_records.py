@@ -15,10 +15,11 @@ from fastmnist.benchmark import shared_benchmark, stored_bench_report
 from fastmnist.machine import machine_info
 from fastmnist.provenance import redact
 from fastmnist.recipes import get_recipe
-from fastmnist.report import bench_table, ladder_markdown
+from fastmnist.report import bench_table, ladder_markdown, ladder_plot, sweep_table
 from fastmnist.runner import Runner
 from fastmnist.stats import p_reaches, summarize
 from fastmnist.store import job_key, open_store
+from tests.conftest import assert_one_line_error, in_process
 
 SLICE = "stage18[train_fraction=0.05]"
 
@@ -41,7 +42,7 @@ def test_a_report_of_stored_runs_says_what_the_workers_did(small_mnist):
     here = report["machine"]
     assert here["hostname"] == machine_info(torch.device("cpu"))["hostname"] and "matmul_gflops_fp32" in here
     gpu = {**here, "device": "cuda", "gpu": "NVIDIA H200", "hostname": "gpu-box", "matmul_gflops_bf16": 7.9e5}
-    run = {**report["runs"][0], "seed": 1, "precision": "bf16", "engine": "cuda-graph", "seconds": 0.05}
+    run = {**report["runs"][0], "seed": 1, "precision": "bf16", "engine": "graph", "seconds": 0.05}
     trial = store.claim(job_key(seed=1))
     store.finish(trial, {}, 1, {"accuracy": run["accuracy"], "recipes": [recipe.name], "runs": [run],
                                 "machine": gpu, "worker": "gpu-box:1", "excluded_seconds": {}})
@@ -74,6 +75,13 @@ def test_the_floor_is_in_the_precision_the_stage_ran():
 def test_passwords_are_hidden_in_urls_and_command_lines():
     assert redact("--storage postgresql+psycopg://me:s3cr3t@db:5432/x") == "--storage postgresql+psycopg://me:***@db:5432/x"
     assert redact("sqlite:///a/b.db and http://host/path") == "sqlite:///a/b.db and http://host/path"
+    for form, shown in [("postgresql+psycopg://me@db/x?sslmode=require&password=s3cr3t&x=1",
+                         "postgresql+psycopg://me@db/x?sslmode=require&password=***&x=1"),
+                        ("postgresql://me:s3@cr3t@db/x", "postgresql://me:***@db/x"),  # an @ in the password
+                        ("host=db user=me password=s3cr3t dbname=x", "host=db user=me password=*** dbname=x"),
+                        ("host=db password='s3 cr3t' dbname=x", "host=db password=*** dbname=x"),
+                        ("postgresql://db/x?PASSWORD=s3cr3t", "postgresql://db/x?PASSWORD=***")]:
+        assert redact(f"--storage {form} --study y") == f"--storage {shown} --study y"
     code = ("import sys; sys.argv = ['fastmnist', 'bench', '--storage', 'postgresql://u:hunter2@h/db']; "
             "from fastmnist.provenance import provenance; print(provenance()['command'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -99,8 +107,6 @@ def test_the_api_and_the_cli_write_the_same_bench_record(small_mnist, tmp_path):
 
 
 def test_report_summarises_an_old_bench_file_again(small_mnist, tmp_path, monkeypatch, capsys):
-    from tests.test_cli import assert_one_line_error, in_process
-
     report = dict(fastmnist.bench([SLICE, f"stage14[{SLICE.split('[')[1]}"], runs=2, mnist=small_mnist, device="cpu"))
     for row in report["summary"]:  # as a file written before these existed
         del row["p_value"], row["engine"]
@@ -119,3 +125,78 @@ def test_report_summarises_an_old_bench_file_again(small_mnist, tmp_path, monkey
         (tmp_path / "odd.json").write_text(text)
         odd = in_process(["report", str(tmp_path / "odd.json")], {}, monkeypatch, capsys)
         assert_one_line_error(odd, fragment)
+
+
+def test_single_run_sweep_shows_na_not_zero():
+    point = {"value": 0.01, "runs": 1, "accuracy_mean": 99.1, "accuracy_std": None, "accuracy_se": None,
+             "share_reaching_target": 1.0, "seconds_mean": 1.0, "p_vs_incumbent": None}
+    table = sweep_table({"target": 99.0, "best": {"lr": 0.01},
+                         "phases": [{"round": 1, "param": "lr", "chosen": 0.01, "points": [point]}]})
+    assert "99.100 +- n/a" in table and " n/a " in table and "0.000" not in table
+
+
+def test_ladder_picture_draws_points_on_a_log_axis(monkeypatch, tmp_path):
+    figures = []
+    monkeypatch.setattr("fastmnist.report.save_figure", lambda fig, path: figures.append(fig))
+    row = {"seconds_mean": 41.5, "seconds_std": 1.0, "accuracy_mean": 99.1, "accuracy_std": 0.1, "target": 99.0}
+    ladder_plot({"stages": {"stage13": {"summary": row}, "stage14": {"summary": {**row, "seconds_mean": 27.5}}}},
+                tmp_path / "x.png")
+    top = figures[0].axes[0]
+    assert top.get_yscale() == "log"
+    assert not top.patches  # no bars: a bar on a log axis has no true zero and exaggerates ratios
+
+
+@pytest.fixture(scope="module")
+def bench_file(small_mnist) -> dict:
+    """A real bench report of two recipes over three seeds."""
+    return json.loads(fastmnist.bench([SLICE, f"stage14[{SLICE.split('[')[1]}"], runs=3, mnist=small_mnist,
+                                      device="cpu").to_json())
+
+
+def damaged(report: dict, change) -> dict:
+    copy = json.loads(json.dumps(report))
+    change(copy)
+    return copy
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda r: r["runs"][0].update(accuracy=250), "runs[0].accuracy = 250: out of range (0 to 100)"),
+    (lambda r: r["runs"][1].update(accuracy="99.1"), "runs[1].accuracy = '99.1': expected a number"),
+    (lambda r: r["runs"][2].update(seconds=-1.0), "runs[2].seconds = -1.0: out of range (above 0)"),
+    (lambda r: r["runs"][0].update(seed=True), "runs[0].seed = True: expected an integer"),
+    (lambda r: r["runs"][3].pop("seconds"), "runs[3] has no 'seconds'"),
+    (lambda r: r.update(runs=[]), "the file holds no runs"),
+    (lambda r: r["runs"].append(dict(r["runs"][0])), "appears twice"),
+    (lambda r: r["summary"][1].update(recipe="nope"), "summary[1] names recipe 'nope'"),
+])
+def test_report_refuses_a_file_whose_runs_cannot_be_true(change, fragment, bench_file, tmp_path, monkeypatch,
+                                                        capsys):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(damaged(bench_file, change)))
+    result = in_process(["report", str(path)], {}, monkeypatch, capsys)
+    assert_one_line_error(result, fragment)
+
+
+def test_report_pairs_seeds_and_says_what_it_left_out(bench_file, tmp_path, monkeypatch, capsys):
+    first, second = (row["recipe"] for row in bench_file["summary"])
+
+    def change(report):
+        report["runs"] = [r for r in report["runs"] if not (r["recipe"] == second and r["seed"] == 101)]
+        report["runs"].append({**report["runs"][0], "recipe": "someone-else", "seed": 7})
+    path = tmp_path / "gaps.json"
+    path.write_text(json.dumps(damaged(bench_file, change)))
+    result = in_process(["report", str(path), "--out", str(tmp_path / "new.json")], {}, monkeypatch, capsys)
+    assert result.returncode == 0 and not result.stderr
+    assert f"note: unpaired: seeds 101 ran for only one of {first} and {second}" in result.stdout
+    assert "note: left out: runs of someone-else" in result.stdout
+    new = json.loads((tmp_path / "new.json").read_text())
+    assert new["summary"][1]["paired_seeds_vs_first"] == 2 and new["summary"][1]["runs"] == 2
+    times = {(r["recipe"], r["seed"]): r["seconds"] for r in bench_file["runs"]}
+    assert new["summary"][1]["median_time_ratio_vs_first"] == pytest.approx(
+        np.median([times[second, s] / times[first, s] for s in (100, 102)]))
+
+
+def test_the_bench_table_marks_a_diverged_recipe(bench_file):
+    report = damaged(bench_file, lambda r: r["summary"][1].update(diverged=2))
+    line = [row for row in bench_table(report).splitlines() if row.startswith(report["summary"][1]["recipe"])][0]
+    assert line.endswith("DIVERGED 2 of 3")

@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from fastmnist.errors import FastMnistError
 from fastmnist.recipes import get_recipe
-from fastmnist.store import JobStore, open_study
+from fastmnist.store import open_store
 from fastmnist.search import SweepSpec, coordinate_ascent, parse_params
 
 RECIPE = get_recipe("stage8")
@@ -25,13 +25,13 @@ def fake_job(point, seed):
 
 
 def store_at(tmp_path, name="s"):
-    return JobStore(open_study(f"sqlite:///{tmp_path / 'sweep.db'}", name, stale_after=600))
+    return open_store(f"sqlite:///{tmp_path / 'sweep.db'}", name, stale_after=600)
 
 
 def test_parse_params_and_errors():
     assert parse_params(RECIPE, ["lr=0.005,0.01", "optimizer=adam,sgd"]) == (
         ("lr", (0.005, 0.01)), ("optimizer", ("adam", "sgd")))
-    for bad, fragment in [(["nope=1"], "unknown parameter 'nope'; valid: "), (["lr=abc"], "expected a float"),
+    for bad, fragment in [(["nope=1"], "unknown parameter 'nope'; valid: "), (["lr=abc"], "expected a number"),
                           (["batch_size=0,64"], "out of range"), (["optimizer=lion"], "choose from"),
                           (["lr"], "expected KEY=VALUE"), (["lr=,"], "no values"), ([], "at least one"),
                           (["lr=0.1", "lr=0.2"], "given twice")]:
@@ -98,13 +98,13 @@ def worker(path, results):
     def slow(point, seed):
         time.sleep(0.05)
         return fake_job(point, seed)
-    store = JobStore(open_study(f"sqlite:///{path}", "shared", stale_after=600))
+    store = open_store(f"sqlite:///{path}", "shared", stale_after=600)
     results.put(coordinate_ascent(SweepSpec(RECIPE, PARAMS, seeds=tuple(range(4))), store, slow)["best"])
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path):
     path = tmp_path / "sweep.db"
-    open_study(f"sqlite:///{path}", "shared")  # create the schema once, as the first worker would
+    open_store(f"sqlite:///{path}", "shared")  # create the schema once, as the first worker would
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     procs = [ctx.Process(target=worker, args=(path, results)) for _ in range(2)]

@@ -57,8 +57,9 @@ def shared_benchmark(recipes: list[Recipe], seeds: list[int], store, runner: Run
                     "runs": [results[r.name][0].record() for r in recipes], "machine": here,
                     "worker": this_worker(),
                     "excluded_seconds": {r.name: runner.excluded_seconds(r) for r in recipes}}
-        run_jobs(store, {job_key(seed=seed): ({}, seed) for seed in seeds}, run_seed, on_start,
-                 on_result, on_wait)
+        _, ran = run_jobs(store, {job_key(seed=seed): ({}, seed) for seed in seeds}, run_seed, on_start,
+                          on_result, on_wait)
+        return {**stored_bench_report(recipes, store), "seeds_total": len(seeds), "seeds_run_here": ran}
     return stored_bench_report(recipes, store)
 
 

@@ -1,4 +1,5 @@
-"""The `fastmnist` command. Each subcommand is a thin layer over one module.
+"""The `fastmnist` command: each subcommand parses its arguments, calls one function of `commands` (the same
+one the Python API calls) and prints what it returns.
 
 Exit codes: 0 success; 1 the work was done but a result could not be written where asked (it was saved
 elsewhere, and the message says where) or an exported model disagrees with PyTorch; 2 bad input, one line
@@ -94,22 +95,10 @@ def chosen_seeds(args, default_first: int) -> list[int]:
     return choose_seeds(args.runs, args.first_seed, args.seeds, default_first)
 
 
-def load_data(args):
-    from fastmnist.data import load_mnist
-
-    return load_mnist(args.data_dir, allow_download=not args.offline)
-
-
 def setup(args):
-    """Threads, device and data, all before any clock starts."""
-    import torch
+    from fastmnist import commands
 
-    from fastmnist.device import pick_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    return device, load_data(args)
+    return commands.setup(args.device, args.threads, args.data_dir, args.offline)
 
 
 def stderr(text: str) -> None:
@@ -126,43 +115,51 @@ def epoch_printer(args, recipe):
 
 def cmd_train(args) -> int:
     from fastmnist import commands
-    from fastmnist.checkpoint import save_model
-    from fastmnist.machine import describe
-    from fastmnist.output import check_writable, write_or_fallback
+    from fastmnist.output import check_writable
     from fastmnist.recipes import get_recipe, with_overrides
 
-    recipe = with_overrides(get_recipe(args.recipe), args.set)
+    if args.recipe and args.recipe_option and args.recipe != args.recipe_option:
+        raise FastMnistError(f"two recipes given ({args.recipe} and --recipe {args.recipe_option}); train takes one")
+    recipe = with_overrides(get_recipe(args.recipe or args.recipe_option or "fastest"), args.set)
     if args.save:
         check_writable(args.save, "--save")
     device, mnist = setup(args)
-    result, record = commands.train(recipe, args.seed, mnist, device, warmup=not args.no_warmup,
-                                    on_epoch=epoch_printer(args, recipe))
-    excluded = record["excluded_seconds"]
-    if args.json:
-        print(json.dumps(record), file=args.out_json)
-    else:
-        flag = "  DIVERGED (NaN/inf in the loss, weights or outputs, or ended at chance)" if result.diverged else ""
-        print(f"{recipe.name}: test accuracy {result.accuracy:.2f}% after {result.epochs} epoch(s) in "
-              f"{result.seconds:.2f} s ({describe(record['machine'])}, {result.precision}, {result.engine}){flag}")
-        capture = f", capture {excluded['capture']:.2f} s" if result.engine == "cuda-graph" else ""
-        print(f"timed: model creation + training + test evaluation; not timed: data load "
-              f"{excluded['data_load']:.2f} s, preparation {excluded['prepare']:.2f} s, "
-              f"warm-up {excluded['warmup']:.2f} s{capture}")
+    result, _ = commands.train(recipe, args.seed, mnist, device, warmup=not args.no_warmup,
+                               on_epoch=epoch_printer(args, recipe), save=args.save,
+                               show=lambda result, record: print_run(args, result, record))
     if result.diverged:
         if args.save:
             stderr(f"fastmnist: error: not saving {args.save}: the run diverged")
         return 3
     if args.save:
-        write_or_fallback(args.save, lambda path: save_model(path, result.model, {
-            "recipe": recipe.name, "seed": args.seed, "accuracy": result.accuracy, "device": device.type},
-            recipe.net), "the model")
         print(f"saved weights to {args.save}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
-def cmd_recipes(args) -> int:
-    from fastmnist.recipes import FASTEST, RECIPES, changes_from_parent
+def print_run(args, result, record) -> None:
+    from fastmnist.machine import describe
 
+    if args.json:
+        print(json.dumps(record), file=args.out_json)
+        return
+    excluded = record["excluded_seconds"]
+    flag = "  DIVERGED (NaN/inf in the loss, weights or outputs, or ended at chance)" if result.diverged else ""
+    print(f"{result.recipe}: test accuracy {result.accuracy:.2f}% after {result.epochs} epoch(s) in "
+          f"{result.seconds:.2f} s ({describe(record['machine'])}, {result.precision}, {result.engine}){flag}")
+    capture = f", capture {excluded['capture']:.2f} s" if result.engine == "graph" else ""
+    print(f"seed {result.seed}, data order {result.data_order}; timed: model creation + training + test "
+          f"evaluation; not timed: data load {excluded['data_load']:.2f} s, preparation {excluded['prepare']:.2f} "
+          f"s, the seed's data order {result.order_seconds:.2f} s, warm-up {excluded['warmup']:.2f} s{capture}")
+
+
+def cmd_recipes(args) -> int:
+    from fastmnist.recipes import FASTEST, RECIPES, changes_from_parent, get_recipe
+
+    if args.show:
+        from fastmnist import commands
+
+        print(commands.show_recipe(get_recipe(args.show)))
+        return 0
     for recipe in RECIPES.values():
         alias = "  (= fastest)" if recipe.name == FASTEST else ""
         print(f"{recipe.name:<10} {recipe.summary}{alias}")
@@ -199,8 +196,12 @@ def cmd_bench(args) -> int:
         report_only=args.report, progress=not args.quiet,
         on_start=lambda point, seed: say(f"bench: running seed {seed} ({len(recipes)} recipe(s))"),
         on_wait=lambda count: say(f"bench: waiting for {count} seed(s) held by other workers; a worker "
-                                  f"that stops beating is taken as gone after {args.stale_after:g} s"))
-    report["asked_as"] = {r.name: name for r, name in zip(recipes, args.recipes) if r.name != name and ".py:" not in name}
+                                  f"that stops beating is taken as gone after {args.stale_after:g} s"),
+        asked_as=args.recipes)
+    if "seeds_run_here" in report:
+        say(f"bench: {report['seeds_total']} seed(s) in this bench, {report['seeds_run_here']} run now by this "
+            f"worker, {report['seeds_total'] - report['seeds_run_here']} reused from the store (run earlier, or by "
+            f"other workers)")
     return show_bench(report, args.out)
 
 
@@ -244,15 +245,19 @@ def cmd_sweep(args) -> int:
     from pathlib import Path
 
     from fastmnist import commands
-    from fastmnist.output import check_folder, write_json, write_results, write_text
+    from fastmnist.output import check_folder
     from fastmnist.recipes import get_recipe
-    from fastmnist.report import sweep_plots, sweep_table
 
     recipe = get_recipe(args.recipe)
     seeds = chosen_seeds(args, TUNING_FIRST_SEED)
     out_dir = check_folder(Path(args.out), "--out")
     say = (lambda text: None) if args.quiet else stderr
-    record = commands.sweep(
+
+    def show(table: str, record: dict) -> None:
+        print(table)
+        print(f"runs: {record['runs_total']} in this sweep, {record['runs_run_here']} run now by this worker, "
+              f"{record['runs_reused']} reused from the store (run earlier, or by other workers)")
+    _, written = commands.sweep(
         recipe, args.param, seeds, lambda: setup(args), rounds=args.rounds, objective=args.objective,
         target=args.target, storage=args.storage or f"sqlite:///{out_dir / 'sweep.db'}", study=args.study,
         stale_after=args.stale_after,
@@ -264,66 +269,47 @@ def cmd_sweep(args) -> int:
                                                   f"{result['seconds']:.2f} s"),
         on_wait=lambda count: say(f"sweep: waiting for {count} run(s) held by other workers; a worker that "
                                   f"stops beating is taken as gone after {args.stale_after:g} s and its run "
-                                  f"redone here"))
-    table = sweep_table(record)
-    print(table)
-    print(f"runs: {record['runs_total']} in this sweep, {record['runs_run_here']} run now by this worker, "
-          f"{record['runs_reused']} reused from the store (run earlier, or by other workers)")
-    written = write_results([
-        (out_dir / "sweep.json", lambda path: write_json(path, record), "the sweep's record"),
-        (out_dir / "sweep.md", lambda path: write_text(path, "```\n" + table + "\n```\n"), "the sweep's table"),
-        *sweep_plots(record, out_dir)])
+                                  f"redone here"),
+        out_dir=out_dir, show=show)
     print(f"wrote {', '.join(map(str, written))}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from pathlib import Path
-
+    from fastmnist import commands
     from fastmnist.output import check_writable
-    from fastmnist.records import resummarised
 
     if args.out:
         check_writable(args.out, "--out")
-    try:
-        report = json.loads(Path(args.file).read_text())
-    except (OSError, ValueError) as exc:
-        raise FastMnistError(f"{args.file}: not a readable JSON results file ({exc})") from None
-    report = resummarised(report)
-    return show_bench(report, args.out)
+    return show_bench(commands.report(args.file), args.out)
 
 
 def cmd_evaluate(args) -> int:
-    from fastmnist.checkpoint import load_model
-    from fastmnist.output import check_writable, write_or_fallback
-    from fastmnist.report import error_grid, evaluation_text
-    from fastmnist.use import evaluate_model
+    from fastmnist import commands
+    from fastmnist.output import check_writable
+    from fastmnist.report import evaluation_text
 
     if args.errors:
         check_writable(args.errors, "--errors", suffixes=(".png",))
-    model, info = load_model(args.model)
-    mnist = load_data(args)
-    result = evaluate_model(model, mnist)
-    if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "predicted"} | {"model": info}), file=args.out_json)
-    else:
-        trained = ", ".join(f"{k} {v}" for k, v in info.items())
-        print(f"model: {args.model} ({trained})")
-        print(evaluation_text(result))
+
+    def show(result, info) -> None:
+        if args.json:
+            print(json.dumps({k: v for k, v in result.items() if k != "predicted"} | {"model": info}),
+                  file=args.out_json)
+        else:
+            print(f"model: {args.model} ({', '.join(f'{k} {v}' for k, v in info.items())})")
+            print(evaluation_text(result))
+    _, _, shown = commands.evaluate(args.model, lambda: commands.load_data(args.data_dir, args.offline),
+                                    args.errors, show)
     if args.errors:
-        counted = []
-        write_or_fallback(args.errors, lambda path: counted.append(
-            error_grid(mnist.test_images, mnist.test_labels, result["predicted"], path)), "the error grid")
-        print(f"wrote {args.errors} ({counted[-1]} misclassified digits)", file=sys.stderr if args.json else sys.stdout)
+        print(f"wrote {args.errors} ({shown} misclassified digits)", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
 def cmd_predict(args) -> int:
-    from fastmnist.checkpoint import load_model
-    from fastmnist.use import predict_files
+    from fastmnist import commands
 
-    model, _ = load_model(args.model)
-    records = predict_files(model, args.images)
+    records = commands.predict(args.model, args.images)
     if args.json:
         print(json.dumps(records), file=args.out_json)
     for record in records:
@@ -337,30 +323,21 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from fastmnist.checkpoint import load_model
-    from fastmnist.output import check_writable, write_bytes, write_or_fallback
-    from fastmnist.use import export_onnx
+    from fastmnist import commands
+    from fastmnist.output import check_writable
 
     check_writable(args.onnx, "--onnx")
-    model, _ = load_model(args.model)
-    blob, check = export_onnx(model, load_data(args))
-    write_or_fallback(args.onnx, lambda path: write_bytes(path, blob), "the ONNX model")
+    check = commands.export(args.model, lambda: commands.load_data(args.data_dir, args.offline), args.onnx)
     print(f"wrote {args.onnx}; onnxruntime vs PyTorch on {check['images']} test images: "
           f"{check['same_predictions']} same predictions, max |logit difference| {check['max_abs_diff']:.2e}")
     return 0 if check["same_predictions"] == check["images"] else 1
 
 
 def cmd_data(args) -> int:
-    from fastmnist.data import cache_path, candidate_dirs
+    from fastmnist import commands
 
-    print(f"looks in: {cache_path()} (verified cache), then {', '.join(map(str, candidate_dirs(args.data_dir)))}"
-          if args.data_dir is None else f"looks in: {args.data_dir}")
-    mnist = load_data(args)
-    counts = " ".join(str(int((mnist.train_labels == d).sum())) for d in range(10))
-    print(f"MNIST OK: {len(mnist.train_labels)} training and {len(mnist.test_labels)} test images, "
-          f"verified by SHA-256, from {mnist.source}")
-    print(f"training label counts 0-9: {counts}")
-    print(f"cache: {cache_path()}: {mnist.cache}")
+    for line in commands.data(args.data_dir, args.offline):
+        print(line)
     return 0
 
 
@@ -373,8 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one recipe, print test accuracy and time")
-    p.add_argument("--recipe", default="fastest", help="recipe: a built-in name (see `fastmnist recipes`), "
-                   "NAME[key=value,...] or FILE.py:NAME (default: fastest)")
+    p.add_argument("recipe", nargs="?", metavar="RECIPE", help="recipe: a built-in name (see `fastmnist "
+                   "recipes`), NAME[key=value,...] or FILE.py:NAME (default: fastest); --recipe says the same")
+    p.add_argument("--recipe", dest="recipe_option", metavar="RECIPE", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=seed_int, default=0, help="RNG seed, 0 to 2^63-1 (default: 0)")
     p.add_argument("--save", metavar="PATH", help="write the trained weights (safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -384,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the recipes")
     p.add_argument("--diff", action="store_true", help="show what each recipe changes from its parent")
+    p.add_argument("--show", metavar="RECIPE", help="every field of one recipe (its network's included), its "
+                   "value, the stage that last set it, and the constants of training")
     p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("bench", help="run recipes interleaved over seeds (the claims range) and compare")
@@ -432,13 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict the digit in image files (PNG, JPEG, ...)")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("model", metavar="MODEL", help="weights written by `train --save`")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="an image file of one digit, or a folder of them")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write an ONNX model, checked against PyTorch with onnxruntime")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", help="weights written by `train --save`")
     p.add_argument("--onnx", required=True, metavar="PATH", help="where to write the .onnx file")
     add_data_args(p)
     p.set_defaults(func=cmd_export)

@@ -1,6 +1,8 @@
-"""Each command once: train, bench, sweep and ladder as functions that both the CLI and the Python API
-call, so every record has one author. They take resolved inputs (recipes, the data, the device) and return
-what the command reports; the CLI parses arguments and prints, the API resolves names and wraps reports.
+"""Each command once, as a function that both the CLI and the Python API call, so every record and every
+file has one author: setup, train, bench, sweep, ladder, report, evaluate, predict, export, data and the
+recipe view. They take resolved inputs (recipes, the data, the device) and return what the command reports;
+the CLI parses arguments and prints, the API resolves names and wraps reports. Where a command writes files
+after its work, it first hands what it will write to `show`, so a full disk cannot take the result away.
 A storage URL enters a record only with its password hidden; data is loaded (`load()`) only once a store
 has opened and runs will happen.
 """
@@ -17,7 +19,7 @@ from fastmnist.errors import FastMnistError
 from fastmnist.machine import load_average, load_span, machine_info
 from fastmnist.provenance import redact
 from fastmnist.recipes import Recipe
-from fastmnist.records import envelope
+from fastmnist.records import envelope, resummarised
 from fastmnist.runner import Runner
 from fastmnist.seeds import describe_seeds, seed_use
 from fastmnist.trainer import RunResult
@@ -25,15 +27,42 @@ from fastmnist.trainer import RunResult
 Load = Callable[[], tuple[torch.device, Mnist]]  # threads, device and data, called only when runs will happen
 
 
+def load_data(data_dir=None, offline: bool = False) -> Mnist:
+    """Verified MNIST (data.load_mnist), downloading it unless `offline`."""
+    from fastmnist.data import load_mnist
+
+    return load_mnist(data_dir, allow_download=not offline)
+
+
+def setup(device: str = "auto", threads: int | None = None, data_dir=None, offline: bool = False,
+          mnist: Mnist | None = None) -> tuple[torch.device, Mnist]:
+    """Threads, device and data, all before any clock starts (`mnist`: already loaded, used as it is)."""
+    from fastmnist.device import pick_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    return pick_device(device), mnist if mnist is not None else load_data(data_dir, offline)
+
+
 def train(recipe: Recipe, seed: int, mnist: Mnist, device: torch.device, warmup: bool = True,
-          on_epoch=None) -> tuple[RunResult, dict]:
-    """One warm run, and its record: the run, what was excluded from its clock, the machine, provenance."""
+          on_epoch=None, save: str | Path | None = None, show=None) -> tuple[RunResult, dict]:
+    """One warm run, and its record: the run, what was excluded from its clock, the machine, provenance.
+    `show(result, record)` sees them before the weights are saved to `save` (not when the run diverged)."""
+    from fastmnist.checkpoint import save_model
+    from fastmnist.output import write_or_fallback
+
     start = load_average()
     runner = Runner(mnist, device, warmup=warmup, on_epoch=on_epoch)
     result = runner.run(recipe, seed)
-    record = {**envelope("train", machine_info(device), [recipe]), **result.record(), "device": device.type,
-              "excluded_seconds": runner.excluded_seconds(recipe)}
-    return result, with_load(record, start)
+    record = with_load({**envelope("train", machine_info(device), [recipe]), **result.record(),
+                        "device": device.type, "excluded_seconds": runner.excluded_seconds(recipe)}, start)
+    if show:
+        show(result, record)
+    if save and not result.diverged:
+        write_or_fallback(save, lambda path: save_model(path, result.model, {
+            "recipe": recipe.name, "seed": seed, "accuracy": result.accuracy, "device": device.type,
+            "data_order": result.data_order}, recipe.net), "the model")
+    return result, record
 
 
 def with_load(record: dict, start: list[float] | None) -> dict:
@@ -44,7 +73,7 @@ def with_load(record: dict, start: list[float] | None) -> dict:
 
 def bench(recipes: list[Recipe], seeds: list[int], load: Load, storage: str | None = None, study: str | None = None,
           stale_after: float = 60.0, report_only: bool = False, progress: bool = False, on_run=None,
-          on_start=None, on_wait=None) -> dict:
+          on_start=None, on_wait=None, asked_as: list[str] | None = None) -> dict:
     """The seeds (seeds.choose_seeds) with the recipes interleaved: in this process, or shared by every worker on
     `storage` (then `report_only` summarises what the store holds, running nothing: no data loaded)."""
     from fastmnist.benchmark import bench_study_name, benchmark, shared_benchmark
@@ -52,9 +81,10 @@ def bench(recipes: list[Recipe], seeds: list[int], load: Load, storage: str | No
     if report_only and not storage:
         raise FastMnistError("--report reads a shared bench: give its --storage URL (and --study if named)")
     start = load_average()
+    asked = {r.name: name for r, name in zip(recipes, asked_as or []) if r.name != name and ".py:" not in name}
     if not storage:
         device, mnist = load()
-        return with_load(benchmark(recipes, seeds, mnist, device, progress, on_run), start)
+        return with_load({**benchmark(recipes, seeds, mnist, device, progress, on_run), "asked_as": asked}, start)
     from fastmnist.store import open_store
 
     study = study or bench_study_name(recipes)
@@ -64,15 +94,17 @@ def bench(recipes: list[Recipe], seeds: list[int], load: Load, storage: str | No
         device, mnist = load()
         runner = Runner(mnist, device)
     report = shared_benchmark(recipes, seeds, store, runner, on_start, on_wait=on_wait)
-    return with_load({**report, "study": study, "storage": redact(storage)}, start)
+    return with_load({**report, "study": study, "storage": redact(storage), "asked_as": asked}, start)
 
 
 def sweep(recipe: Recipe, params: list[str], seeds: list[int], load: Load, rounds: int = 1,
           objective: str = "accuracy", target: float = 99.0, storage: str | None = None, study: str | None = None,
-          stale_after: float = 60.0, on_resume=None, on_start=None, on_result=None, on_wait=None) -> dict:
+          stale_after: float = 60.0, on_resume=None, on_start=None, on_result=None, on_wait=None,
+          out_dir: str | Path | None = None, show=None) -> tuple[dict, list[Path]]:
     """Coordinate ascent over `params` (['lr=0.01,0.02', ...]), every point run for each of `seeds` (the
     tuning range by default), every run kept in the store at `storage` (in memory when None).
-    `on_resume(count)` is told how many runs the store held."""
+    `on_resume(count)` is told how many runs the store held. With `out_dir`, OUT/sweep.json, sweep.md and a
+    picture per parameter are written, after `show(table, record)`; returns the record and the files written."""
     from fastmnist.search import SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner
     from fastmnist.store import open_store
 
@@ -85,10 +117,23 @@ def sweep(recipe: Recipe, params: list[str], seeds: list[int], load: Load, round
         on_resume(store.finished_count())
     record = coordinate_ascent(spec, store, real_job_runner(spec, Runner(mnist, device)), on_start, on_result,
                                on_wait)
-    return with_load({**envelope("sweep", machine_info(device), [recipe]), **record, "objective": objective,
-                      "target": target, "runs_per_point": len(seeds), "seeds": describe_seeds(list(seeds)),
-                      "seed_use": seed_use(list(seeds)), "study": study,
-                      "storage": redact(storage) if storage else "(in memory)"}, start)
+    record = with_load({**envelope("sweep", machine_info(device), [recipe]), **record, "objective": objective,
+                        "target": target, "runs_per_point": len(seeds), "seeds": describe_seeds(list(seeds)),
+                        "seed_use": seed_use(list(seeds)), "study": study,
+                        "storage": redact(storage) if storage else "(in memory)"}, start)
+    if out_dir is None:
+        return record, []
+    from fastmnist.output import write_json, write_results, write_text
+    from fastmnist.report import sweep_plots, sweep_table
+
+    table = sweep_table(record)
+    if show:
+        show(table, record)
+    out_dir = Path(out_dir)
+    return record, write_results([
+        (out_dir / "sweep.json", lambda path: write_json(path, record), "the sweep's record"),
+        (out_dir / "sweep.md", lambda path: write_text(path, "```\n" + table + "\n```\n"), "the sweep's table"),
+        *sweep_plots(record, out_dir)])
 
 
 def ladder(stages: list[Recipe], seeds: list[int], mnist: Mnist, device: torch.device, out_dir: str | Path,
@@ -103,3 +148,101 @@ def ladder(stages: list[Recipe], seeds: list[int], mnist: Mnist, device: torch.d
     if show:
         show(ladder_markdown(report))
     return report, [out_dir / "ladder.json", *write_ladder_report(report, out_dir)]
+
+
+def training_constants() -> list[tuple[str, object, str]]:
+    """The constants of a run that no recipe field sets, where they live and what they do."""
+    from fastmnist import engine, layout, models, trainer
+
+    return [("models.INIT_IMAGES", models.INIT_IMAGES, "training images init_from_data sees (the run's first)"),
+            ("models.WHITENING_EPS", models.WHITENING_EPS, "added to each eigenvalue of the whitening"),
+            ("layout.FIXED_ORDER_SEED", layout.FIXED_ORDER_SEED, "the one order of data_order=fixed"),
+            ("layout.WARMUP_BATCHES", layout.WARMUP_BATCHES, "batches of the untimed warm-up run, then the last"),
+            ("engine.GRAPH_WARMUP_STEPS", engine.GRAPH_WARMUP_STEPS, "eager steps before a CUDA graph capture"),
+            ("trainer.COLLAPSED_BELOW", trainer.COLLAPSED_BELOW, "% accuracy under which a run counts as diverged")]
+
+
+def show_recipe(recipe: Recipe) -> str:
+    """`fastmnist recipes --show`: every resolved field, its value and the stage that last set it, then the
+    constants of training: the recipe readable whole, in one place."""
+    from fastmnist.recipes import lineage, resolved_fields
+
+    rows = resolved_fields(recipe)
+    width = max(len(name) for name, _, _ in rows) + 2
+    lines = [f"{recipe.name}: {recipe.summary}",
+             f"lineage: {' -> '.join(r.name for r in lineage(recipe))}",
+             f"{'field':<{width}}{'value':<14}set by"]
+    lines += [f"{name:<{width}}{str(value):<14}{setter}" for name, value, setter in rows]
+    lines += ["", "constants of every run (not recipe fields):"]
+    lines += [f"{name:<28}{str(value):<8}{why}" for name, value, why in training_constants()]
+    return "\n".join(lines)
+
+
+def report(path: str | Path) -> dict:
+    """A bench's JSON summarised again from its own runs, every run checked (records.resummarised)."""
+    import json
+
+    try:
+        stored = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise FastMnistError(f"{path}: not a readable JSON results file ({exc})") from None
+    return resummarised(stored)
+
+
+def evaluate(model_path: str | Path, load: Callable[[], Mnist], errors: str | Path | None = None,
+             show=None) -> tuple[dict, dict, int | None]:
+    """Test accuracy, per-class accuracy and confusion matrix of a saved model, and how it was trained;
+    with `errors`, a grid of the misclassified digits, written after `show(result, info)`. The model is read
+    before the data is (`load()`), so a bad model file costs nothing. Returns the evaluation, the model's
+    info and how many digits the grid shows."""
+    from fastmnist.checkpoint import load_model
+    from fastmnist.output import write_or_fallback
+    from fastmnist.report import error_grid
+    from fastmnist.use import evaluate_model
+
+    model, info = load_model(model_path)
+    mnist = load()
+    result = evaluate_model(model, mnist)
+    if show:
+        show(result, info)
+    if not errors:
+        return result, info, None
+    counted = []
+    write_or_fallback(errors, lambda path: counted.append(
+        error_grid(mnist.test_images, mnist.test_labels, result["predicted"], path)), "the error grid")
+    return result, info, counted[-1]
+
+
+def predict(model_path: str | Path, images: list[str]) -> list[dict]:
+    """The digit in each image file (a folder: each file in it), or that file's error."""
+    from fastmnist.checkpoint import load_model
+    from fastmnist.use import predict_files
+
+    model, _ = load_model(model_path)
+    return predict_files(model, images)
+
+
+def export(model_path: str | Path, load: Callable[[], Mnist], onnx_path: str | Path) -> dict:
+    """The model as ONNX at `onnx_path`, and onnxruntime's agreement with PyTorch on test images (the model
+    read before the data is)."""
+    from fastmnist.checkpoint import load_model
+    from fastmnist.output import write_bytes, write_or_fallback
+    from fastmnist.use import export_onnx
+
+    model, _ = load_model(model_path)
+    blob, check = export_onnx(model, load())
+    write_or_fallback(onnx_path, lambda path: write_bytes(path, blob), "the ONNX model")
+    return check
+
+
+def data(data_dir=None, offline: bool = False) -> list[str]:
+    """Where MNIST is looked for, then found, verified (downloaded if allowed) and cached: a few lines."""
+    from fastmnist.data import cache_path, candidate_dirs
+
+    looks = (f"looks in: {cache_path()} (verified cache), then {', '.join(map(str, candidate_dirs(data_dir)))}"
+             if data_dir is None else f"looks in: {data_dir}")
+    mnist = load_data(data_dir, offline)
+    counts = " ".join(str(int((mnist.train_labels == d).sum())) for d in range(10))
+    return [looks, f"MNIST OK: {len(mnist.train_labels)} training and {len(mnist.test_labels)} test images, "
+                   f"verified by SHA-256, from {mnist.source}",
+            f"training label counts 0-9: {counts}", f"cache: {cache_path()}: {mnist.cache}"]

@@ -46,8 +46,8 @@ def effective_precision(recipe: Recipe, device: torch.device) -> str:
 
 
 def engine_used(recipe: Recipe, device: torch.device) -> str:
-    """What actually runs the steps: `cuda-graph` for engine=graph on CUDA, else `eager`."""
-    return "cuda-graph" if recipe.engine == "graph" and device.type == "cuda" else "eager"
+    """What actually runs the steps: `graph` for engine=graph on CUDA (an epoch captured and replayed), else `eager`."""
+    return "graph" if recipe.engine == "graph" and device.type == "cuda" else "eager"
 
 
 @functools.lru_cache(maxsize=64)
@@ -85,8 +85,6 @@ class FlatMuon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self):
-        from torch.optim._muon import DEFAULT_A, DEFAULT_B, DEFAULT_C, DEFAULT_NS_STEPS, EPS, _single_tensor_muon
-
         for group in self.param_groups:
             params, grads, buffers = [], [], []
             for p in group["params"]:
@@ -99,10 +97,18 @@ class FlatMuon(torch.optim.Optimizer):
                 params.append(p.permute(order).view(len(p), -1))
                 grads.append(p.grad.permute(order).reshape(len(p), -1))  # read only: a copy will do
                 buffers.append(state["momentum_buffer"].permute(order).view(len(p), -1))
-            _single_tensor_muon(params, grads, buffers, lr=group["lr"], weight_decay=group["weight_decay"],
-                                momentum=group["momentum"], nesterov=True,
-                                ns_coefficients=(DEFAULT_A, DEFAULT_B, DEFAULT_C), ns_steps=DEFAULT_NS_STEPS,
-                                eps=EPS, adjust_lr_fn=None, has_complex=False)
+            pytorch_muon_update(params, grads, buffers, group["lr"], group["weight_decay"], group["momentum"])
+
+
+def pytorch_muon_update(params, grads, buffers, lr, weight_decay: float, momentum: float) -> None:
+    """PyTorch's own Muon update of 2-D parameters, with its default Newton-Schulz coefficients. The one
+    private call into torch.optim: `torch.optim.Muon` has no public functional form and refuses views of
+    conv filters. Tested with torch 2.13 and 2.14, the range pyproject.toml admits."""
+    from torch.optim._muon import DEFAULT_A, DEFAULT_B, DEFAULT_C, DEFAULT_NS_STEPS, EPS, _single_tensor_muon
+
+    _single_tensor_muon(params, grads, buffers, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=True,
+                        ns_coefficients=(DEFAULT_A, DEFAULT_B, DEFAULT_C), ns_steps=DEFAULT_NS_STEPS, eps=EPS,
+                        adjust_lr_fn=None, has_complex=False)
 
 
 def muon_split(model: nn.Module, scope: str = "hidden") -> tuple[list, list]:
@@ -249,7 +255,7 @@ class EagerEngine:
     def __init__(self, recipe: Recipe, data: PreparedData):
         self.recipe, self.data = recipe, data
 
-    def prepare(self) -> float:
+    def build(self) -> float:
         return 0.0
 
     def start(self, seed: int, warmup: bool) -> Run:
@@ -270,7 +276,7 @@ class EagerEngine:
 class CudaGraphEngine:
     """One epoch of steps captured as a CUDA graph once per recipe; each run resets and replays it."""
 
-    used = "cuda-graph"
+    used = "graph"
 
     def __init__(self, recipe: Recipe, data: PreparedData):
         problems = graph_problems(recipe)
@@ -279,7 +285,7 @@ class CudaGraphEngine:
         self.recipe, self.data = recipe, data
         self.graph: torch.cuda.CUDAGraph | None = None
 
-    def prepare(self) -> float:
+    def build(self) -> float:
         """Build the model and step, warm them up on a side stream, capture one epoch. Untimed; once."""
         if self.graph is not None:
             return 0.0
@@ -340,6 +346,6 @@ def graph_problems(recipe: Recipe) -> list[str]:
 
 def make_engine(recipe: Recipe, data: PreparedData):
     """The engine that runs `recipe` on this data's device (see the module's docstring)."""
-    if engine_used(recipe, data.device) == "cuda-graph":
+    if engine_used(recipe, data.device) == "graph":
         return CudaGraphEngine(recipe, data)
     return EagerEngine(recipe, data)

@@ -104,6 +104,36 @@ def describe_changes(parent: Recipe | None, child: Recipe) -> list[str]:
     return lines
 
 
+def lineage(recipe: Recipe) -> list[Recipe]:
+    """The built-in stages `recipe` descends from, oldest first, then the recipe itself."""
+    chain = [recipe]
+    while chain[0].parent in RECIPES and RECIPES[chain[0].parent] is not chain[0]:
+        chain.insert(0, RECIPES[chain[0].parent])
+    return chain
+
+
+def flat_fields(recipe: Recipe) -> dict[str, object]:
+    """The recipe's fields by name, its own network's as net.NAME (a user's network by its name)."""
+    values = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe) if f.name not in BOOKKEEPING}
+    net = values.pop("net")
+    if isinstance(net, NetSpec):
+        values.update({f"net.{g.name}": getattr(net, g.name) for g in dataclasses.fields(NetSpec)})
+    else:
+        values["net"] = net_name(net)
+    return values
+
+
+def resolved_fields(recipe: Recipe) -> list[tuple[str, object, str]]:
+    """Every field of the recipe, its network's included, with its value and the recipe of its lineage that
+    last set it ('default' when none did): one recipe whole, as airbench's `hyp` reads."""
+    previous, setter = flat_fields(Recipe("", "")), {}
+    for step in lineage(recipe):
+        current = flat_fields(step)
+        setter.update({k: step.name for k, v in current.items() if previous.get(k, object()) != v})
+        previous = current
+    return [(k, v, setter.get(k, "default")) for k, v in flat_fields(recipe).items()]
+
+
 def changes_from_parent(recipe: Recipe) -> list[str]:
     """What `recipe` changes from its parent, when the parent is a built-in recipe (a user's recipe
     derived from one included)."""
@@ -141,9 +171,10 @@ def build_ladder() -> list[Recipe]:
     s16 = derive(s15, "stage16", "conv1 not learned: 24 patch-whitening filters (12 eigenvectors of the 5x5 "
                  "patches, +/-) from 1000 training images, no BN after it; the first block needs no backward",
                  whiten1=True, conv1=24)
-    s17 = derive(s16, "stage17", "train on 90% of the images: one pass over 54k", train_fraction=0.9)
-    s18 = derive(s17, "stage18", "batches of 448, lr 0.0175: more, smaller steps over the 90%, the margin a 99% "
-                 "needs when every seed draws its own subset (80% of the images, this stage's old setting, fails it)",
+    # Stages 17-18 re-tuned when each seed drew its own subset (results/sweeps/): 90% and 80% of the images,
+    # their settings before, sat at 99.00-99.05% on fresh seeds, too close to 99% to claim
+    s17 = derive(s16, "stage17", "train on 95% of the images: one pass over 57k", train_fraction=0.95)
+    s18 = derive(s17, "stage18", "batches of 448, lr 0.0175: more, smaller steps, a margin above 99% on any subset",
                  batch_size=448, lr=0.0175)
     s19 = derive(s18, "stage19", "one epoch of steps captured as a CUDA graph once, replayed per run (CUDA; on a "
                  "CPU the same step runs eagerly, as stage 18)", engine="graph")
@@ -205,7 +236,8 @@ def parse_param(recipe: Recipe, key: str, text: str):
         else:
             value = text
     except ValueError:
-        raise FastMnistError(f"{key}={text!r}: expected a {type(current).__name__}") from None
+        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(type(current), "a text")
+        raise FastMnistError(f"{key}={text!r}: expected {kind}") from None
     if key in PARAM_CHOICES and value not in PARAM_CHOICES[key]:
         raise FastMnistError(f"{key}={text!r}: choose from {', '.join(PARAM_CHOICES[key])}")
     if key in PARAM_BOUNDS and not in_bounds(value, PARAM_BOUNDS[key]):

@@ -129,20 +129,85 @@ def recipe_from_record(record: dict) -> Recipe:
     return Recipe(**values)
 
 
+RUN_FIELDS = {  # what a run must hold for a summary: the type of each value and its range (low, high or None)
+    "recipe": (str, None), "seed": (int, (0, None)), "accuracy": (float, (0, 100)), "seconds": (float, (0, None)),
+    "epochs": (int, (1, None)), "epoch_accuracies": (list, None), "diverged": (bool, None),
+    "precision": (str, None), "images_seen": (int, (0, None)), "test_images": (int, (1, None)),
+}
+TYPE_WORDS = {str: "a text", int: "an integer", float: "a number", list: "a list", bool: "true or false"}
+
+
+def of_type(value, kind) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+
+
+def checked_run(index: int, run) -> dict:
+    """A run of a results file, checked field by field; one line, in the file's terms, for the first fault."""
+    where = f"runs[{index}]"
+    if not isinstance(run, dict):
+        raise FastMnistError(f"{where} is {type(run).__name__}, not a run")
+    for key, (kind, bounds) in RUN_FIELDS.items():
+        if key not in run:
+            raise FastMnistError(f"{where} has no {key!r}")
+        value = run[key]
+        if not of_type(value, kind):
+            raise FastMnistError(f"{where}.{key} = {value!r}: expected {TYPE_WORDS[kind]}")
+        if bounds:
+            low, high = bounds
+            if not np.isfinite(value) or value < low or (high is not None and value > high) or \
+                    (key == "seconds" and value == 0):
+                span = "above 0" if key == "seconds" else f"{low} to {high}" if high is not None else f"{low} or more"
+                raise FastMnistError(f"{where}.{key} = {value!r}: out of range ({span})")
+    return run
+
+
 def resummarised(report: dict) -> dict:
     """A bench report whose summary is made again from its own runs by today's statistics (a file written
-    before a statistic existed gains it: the p-value, the engine); runs, machine and provenance stay."""
+    before a statistic existed gains it: the p-value, the engine); runs, machine and provenance stay. Every
+    run is checked; runs are paired by seed, and what could not be paired, or belongs to no recipe of the
+    summary, is said in `notes`."""
     from fastmnist.trainer import RunResult
 
     kind = report.get("kind", "unknown") if isinstance(report, dict) else type(report).__name__
     if kind != "bench":
         raise FastMnistError(f"a {kind!r} file: only bench reports (fastmnist bench --out) are summarised again")
-    known = {f.name for f in dataclasses.fields(RunResult)}
+    runs, summary, recorded = report.get("runs"), report.get("summary"), report.get("recipes")
+    if not isinstance(summary, list) or not summary or not isinstance(recorded, dict):
+        raise FastMnistError("the file has no 'summary' list or no 'recipes' table: not a complete bench report")
+    if not isinstance(runs, list) or not runs:
+        raise FastMnistError("the file holds no runs ('runs' is empty or missing): nothing to summarise")
+    names = []
+    for i, row in enumerate(summary):
+        name = row.get("recipe") if isinstance(row, dict) else None
+        if name not in recorded:
+            raise FastMnistError(f"summary[{i}] names recipe {name!r}, which the file's 'recipes' does not hold")
+        names.append(name)
+    checked = [checked_run(i, run) for i, run in enumerate(runs)]
+    seen, notes = set(), []
+    for i, run in enumerate(checked):
+        if (run["recipe"], run["seed"]) in seen:
+            raise FastMnistError(f"runs[{i}]: recipe {run['recipe']} seed {run['seed']} appears twice")
+        seen.add((run["recipe"], run["seed"]))
+    foreign = sorted({run["recipe"] for run in checked} - set(names))
+    if foreign:
+        notes.append(f"left out: runs of {', '.join(foreign)}, which the file's summary does not list")
     try:
-        recipes = [recipe_from_record(report["recipes"][row["recipe"]]) for row in report["summary"]]
-        results = {r.name: [RunResult(**{k: v for k, v in run.items() if k in known})
-                            for run in report["runs"] if run["recipe"] == r.name] for r in recipes}
-        summary = summary_rows(recipes, results)
-    except (KeyError, TypeError, IndexError, ValueError) as exc:
-        raise FastMnistError(f"not a complete bench report ({type(exc).__name__}: {exc})") from None
-    return {**report, "summary": summary, "summary_provenance": provenance()}
+        recipes = [recipe_from_record(recorded[name]) for name in names]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FastMnistError(f"the file's 'recipes' entry cannot be read ({type(exc).__name__}: {exc})") from None
+    known = {f.name for f in dataclasses.fields(RunResult)}
+    results = {r.name: [RunResult(**{k: v for k, v in run.items() if k in known})
+                        for run in checked if run["recipe"] == r.name] for r in recipes}
+    for recipe in recipes:
+        if not results[recipe.name]:
+            raise FastMnistError(f"the file holds no runs of {recipe.name}, which its summary lists")
+    seeds = {name: {r.seed for r in results[name]} for name in names}
+    for name in names[1:]:
+        unpaired = sorted(seeds[name] ^ seeds[names[0]])
+        if unpaired:
+            notes.append(f"unpaired: seeds {', '.join(map(str, unpaired))} ran for only one of {names[0]} and "
+                         f"{name}; the ratio pairs the {len(seeds[name] & seeds[names[0]])} seeds both ran")
+    return {**report, "summary": summary_rows(recipes, results), "notes": notes,
+            "summary_provenance": provenance()}

@@ -56,7 +56,8 @@ def bench_table(report: dict) -> str:
             f"{plus_minus(row['seconds_mean'], row['seconds_std']):>15} "
             f"{row['seconds_median']:>9.2f} {ratio_text(row, 'first'):>18} "
             f"{row['tflop_per_run']:>6.3f} {row['gflop_per_s']:>8.1f}  {row.get('precision', '?')}, "
-            f"{row.get('engine', 'eager')}")
+            f"{row.get('engine', 'eager')}"
+            + (f"  DIVERGED {row['diverged']} of {row['runs']}" if row.get("diverged") else ""))
     t = report["timing"]
     if "machines" in report:  # a shared bench: each seed ran on one machine, all of its recipes
         for entry in report["machines"]:
@@ -70,6 +71,7 @@ def bench_table(report: dict) -> str:
                      f"(load {t['data_load_seconds']:.2f}s, warm-up {sum(t['warmup_seconds'].values()):.2f}s"
                      + (f", capture {captured:.2f}s" if (captured := sum(t.get("capture_seconds", {}).values())) else "")
                      + ")")
+    lines += [f"note: {note}" for note in report.get("notes", [])]
     seeds = f"seeds {report['seeds']} ({report.get('seed_use', '?')}), " if "seeds" in report else ""
     lines.append(f"{seeds}each its own weights and data order; ratio: median over seeds of (recipe time / first "
                  "recipe time), each pair run back to back on one machine, with its 95% bootstrap interval (faster "

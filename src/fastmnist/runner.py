@@ -39,11 +39,11 @@ class Runner:
         return self.prepared[key]
 
     def engine(self, recipe: Recipe):
-        """The recipe's engine, made and prepared (a CUDA graph captured) once, untimed."""
+        """The recipe's engine, made and built (a CUDA graph captured) once, untimed."""
         if recipe.name not in self.engines:
             check_net(recipe.net)
             engine = make_engine(recipe, self.data(recipe))
-            self.captures[recipe.name] = engine.prepare()
+            self.captures[recipe.name] = engine.build()
             self.engines[recipe.name] = engine
         return self.engines[recipe.name]
 

@@ -34,9 +34,24 @@ def parse_seed_range(text: str) -> list[int]:
     return seeds
 
 
+def checked_int(name: str, value, low: int, high: int | None = None) -> int:
+    """`value` if it is an integer in [low, high], else the one line the CLI would give for it: the Python
+    API checks what the command line checks, before anything is loaded."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FastMnistError(f"{name}={value!r}: expected an integer")
+    if value < low:
+        raise FastMnistError(f"{name}={value}: must be at least {low}")
+    if high is not None and value > high:
+        raise FastMnistError(f"{name}={value}: too large (at most {high})")
+    return value
+
+
 def choose_seeds(runs: int, first_seed: int | None, seeds: str | list[int] | None, default_first: int) -> list[int]:
     """The seeds a command runs: `seeds` when given (a range text or a list), else `runs` of them from
     `first_seed` (default: the command's range)."""
+    checked_int("runs", runs, 1, 1_000_000)
+    if first_seed is not None:
+        checked_int("first_seed", first_seed, 0, MAX_SEED)
     if seeds is not None:
         if first_seed is not None:
             raise FastMnistError("give --seeds or --first-seed, not both")
@@ -47,9 +62,11 @@ def choose_seeds(runs: int, first_seed: int | None, seeds: str | list[int] | Non
     return list(range(first, first + runs))
 
 
-def check_seed_list(seeds: list) -> list[int]:
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds):
-        raise FastMnistError(f"seeds must be a non-empty list of integers from 0 to {MAX_SEED}")
+def check_seed_list(seeds) -> list[int]:
+    if not isinstance(seeds, (list, tuple, range)) or not seeds:
+        raise FastMnistError(f"seeds={seeds!r}: expected a range text such as '100-124', or a list of integers")
+    for seed in seeds:
+        checked_int("seed", seed, 0, MAX_SEED)
     if len(set(seeds)) != len(seeds):
         raise FastMnistError("a seed is listed twice")
     return list(seeds)

@@ -47,14 +47,12 @@ def heartbeat_interval(stale_after: float) -> int:
 
 
 def open_store(url: str | None, name: str, stale_after: float = 60.0) -> JobStore:
-    return JobStore(open_study(url, name, stale_after), url)
-
-
-def open_study(url: str | None, name: str, stale_after: float = 60.0) -> optuna.Study:
-    """The study at `url` (in memory, for one process, when None), created if new. Creation is retried:
-    workers started together race to create the tables, and the losers find them made on the next try."""
+    """The study `name` at `url` (in memory, for one process, when None) as a job store, created if new.
+    Creation is retried: workers started together race to create the tables, and the losers find them made
+    on the next try."""
     if url is None:
-        return optuna.create_study(study_name=name, direction="maximize")
+        storage = optuna.storages.InMemoryStorage()
+        return JobStore(optuna.create_study(storage=storage, study_name=name, direction="maximize"), storage)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for attempt in range(CREATE_TRIES):
@@ -62,8 +60,9 @@ def open_study(url: str | None, name: str, stale_after: float = 60.0) -> optuna.
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
                                                  heartbeat_interval=heartbeat_interval(stale_after),
                                                  grace_period=max(1, int(stale_after)))
-            return optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                       load_if_exists=True)
+            study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                        load_if_exists=True)
+            return JobStore(study, storage, url)
         except Exception as exc:  # bad URLs, missing drivers, unreachable servers, creation races
             if attempt + 1 < CREATE_TRIES and creation_race(exc):
                 time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
@@ -144,11 +143,24 @@ class Heartbeat:
             self.thread.join()
 
 
-class JobStore:
-    """The study seen as jobs: which are done, which are claimed, and claiming one."""
+def stale_trial_ids(storage, study_id: int) -> set[int]:
+    """The trials whose heartbeat stopped longer ago than the grace period. The one private call into
+    Optuna: its public `fail_stale_trials` fails every such trial, and a live worker of this host must keep
+    its job however late its heartbeat (see JobStore.fail_stale). Tested with Optuna 5.0, the range
+    pyproject.toml admits."""
+    return set(storage._get_stale_trial_ids(study_id)) if beats(storage) else set()
 
-    def __init__(self, study: optuna.Study, url: str | None = None):
-        self.study, self.url = study, url
+
+class JobStore:
+    """The study seen as jobs: which are done, which are claimed, and claiming one. It keeps the storage it
+    was opened with and calls only that storage's public methods (but in `stale_trial_ids`)."""
+
+    def __init__(self, study: optuna.Study, storage, url: str | None = None):
+        self.study, self.storage, self.url = study, storage, url
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+
+    def trial_id(self, trial) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
 
     def trials(self, states=ALIVE) -> list:
         return self.study.get_trials(deepcopy=False, states=states)
@@ -164,13 +176,13 @@ class JobStore:
         that no longer exists (kill -9, a crash); after the grace period without a heartbeat when it ran
         elsewhere (a lost machine). A live process of this host keeps its job however late its heartbeat:
         on a saturated machine a heartbeat can be starved, and taking the job over would run it twice."""
-        storage = self.study._storage
-        stale = set(storage._get_stale_trial_ids(self.study._study_id)) if beats(storage) else set()
+        stale = stale_trial_ids(self.storage, self.study_id)
         for trial in self.trials((TrialState.RUNNING,)):
             holder = gone(trial.user_attrs.get("worker"))
-            if holder or (holder is None and trial._trial_id in stale):
+            trial_id = self.trial_id(trial) if holder is not False else None
+            if holder or (holder is None and trial_id in stale):
                 try:
-                    storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                    self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
                 except UpdateFinishedTrialError:
                     pass  # finished or failed by someone else meanwhile
 
@@ -181,8 +193,8 @@ class JobStore:
         moment: the tag is the next write after the trial's creation; at most TAG_WAIT_SECONDS for a worker
         that died in between)."""
         trial = self.study.ask()
-        if beats(self.study._storage):
-            self.study._storage.record_heartbeat(trial._trial_id)  # from its first moment, or never stale
+        if beats(self.storage):
+            self.storage.record_heartbeat(self.trial_id(trial))  # from its first moment, or never stale
         trial.set_user_attr("job", key)
         trial.set_user_attr("worker", this_worker())
         deadline = time.monotonic() + TAG_WAIT_SECONDS
@@ -253,7 +265,7 @@ def claim_and_run(store: JobStore, jobs, run_job, on_start, on_result, on_wait) 
         if on_start:
             on_start(point, seed)
         try:
-            with Heartbeat(store.study._storage, trial._trial_id):
+            with Heartbeat(store.storage, store.trial_id(trial)):
                 result = run_job(point, seed)
         except BaseException:
             try:  # Ctrl-C, SIGTERM or a crash: release the job so it runs again

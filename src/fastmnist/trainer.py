@@ -34,7 +34,7 @@ class RunResult:
     precision: str
     images_seen: int  # training images, summed over epochs
     test_images: int  # images in one test evaluation
-    engine: str = "eager"  # what ran the steps: eager or cuda-graph (records older than the engines: eager)
+    engine: str = "eager"  # what ran the steps: eager, or graph on CUDA (records before 2026-12: cuda-graph)
     data_order: str = ""  # fingerprint of the images an epoch walked, in order (layout.fingerprint); "" before
     order_seconds: float = 0.0  # drawing and writing that order, before the clock (not timed)
     model: torch.nn.Module | None = field(default=None, repr=False)
@@ -72,7 +72,7 @@ def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = Fals
     with cpu_threads(recipe.threads):
         if engine is None:
             engine = make_engine(recipe, data)
-            engine.prepare()
+            engine.build()
         if data.file_order is None:  # per-sample: the DataLoader shuffles each epoch from a generator of the seed
             order, order_seconds = f"dataloader seed {seed}", 0.0
         else:
@@ -109,6 +109,6 @@ def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_ep
     sync(device)
     seconds = time.perf_counter() - start
     # a captured model is reused by the next run: the result keeps a copy of this run's (after the clock)
-    model = copy.deepcopy(run.model) if engine.used == "cuda-graph" else run.model
+    model = copy.deepcopy(run.model) if engine.used == "graph" else run.model
     return RunResult(recipe.name, seed, epoch_accuracies[-1], seconds, epoch + 1, epoch_accuracies, diverged,
                      precision, images_seen, data.test_size, engine.used, model=model)

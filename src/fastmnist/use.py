@@ -46,15 +46,23 @@ def read_grey(path: str | Path) -> tuple[np.ndarray, str | None]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # a warning is not an answer
             with Image.open(path) as img:
                 pages = getattr(img, "n_frames", 1)
-                note = f"{pages} pages: used the first" if pages > 1 else None
-                return grey_values(img), note
+                notes = [f"{pages} pages: used the first"] if pages > 1 else []
+                if max(img.size) > LARGEST_SIDE:  # a digit needs no more; decoding large costs GBs and seconds
+                    size = img.size
+                    img.draft(img.mode, (LARGEST_SIDE, LARGEST_SIDE))  # JPEG decodes at a fraction of its size
+                    img.thumbnail((LARGEST_SIDE, LARGEST_SIDE), Image.Resampling.BOX)
+                    notes.append(f"{size[0]}x{size[1]} pixels: reduced to {img.size[0]}x{img.size[1]} first")
+                return grey_values(img), "; ".join(notes) or None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise FastMnistError(f"{path}: image too large (over {Image.MAX_IMAGE_PIXELS // 1_000_000} million "
                              f"pixels); scale it down first") from None
+    except IsADirectoryError:
+        raise FastMnistError(f"{path}: is a folder, not an image") from None
     except (UnidentifiedImageError, OSError, ValueError, TypeError) as exc:
         raise FastMnistError(f"{path}: not a readable image ({type(exc).__name__})") from None
 
 
+LARGEST_SIDE = 1024  # pixels: larger images are reduced (box filter) while decoding, before anything else
 WIDE_GREYS = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
 
 
@@ -108,10 +116,26 @@ def to_mnist_format(path: str | Path) -> tuple[np.ndarray, str | None]:
     return np.clip(canvas, 0, 255).astype(np.uint8), note
 
 
+def image_paths(paths: list[str]) -> list[str]:
+    """The files to predict: each path given, a folder standing for the files in it (not hidden, sorted)."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            inside = sorted(str(p) for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            found += inside or [str(path)]  # an empty folder is reported as such, below
+        else:
+            found.append(str(path))
+    return found
+
+
 def predict_files(model: torch.nn.Module, paths: list[str]) -> list[dict]:
-    """One record per file: digit and probability, or the error for that file alone."""
+    """One record per file (a folder: each file in it): digit and probability, or the error for that file
+    alone."""
     records = []
-    for path in paths:
+    for path in image_paths(paths):
+        if Path(path).is_dir():
+            records.append({"file": path, "error": f"{path}: an empty folder, no images in it"})
+            continue
         try:
             image, note = to_mnist_format(path)
         except FastMnistError as exc:
