@@ -8,8 +8,9 @@
 #
 # It installs fastmnist and the packages the machine lacks from .gpu/wheels (no index), runs the CUDA tests,
 # the bar of the graph engine (`bench stage14 fastest --runs 25 --device cuda`), stage 18 against stages 19,
-# 20 and 21 (captured; with fused Adam; channels_last end to end), and the ladder 3-21 with 3 runs a stage, and writes everything to results/gpu/ (JSON with the machine,
-# the commit and the command line, and the test log).
+# 20 and 21 (captured; with fused Adam; channels_last end to end), prints each recipe's median time split
+# into model creation, training and test, and runs the ladder 3-21 with 3 runs a stage; it writes everything
+# to results/gpu/ (JSON with the machine, the commit and the command line, the test log, the parts).
 #
 # Checked on a CPU, without installing and on fewer runs (the suite's smoke test runs it so, on a slice of the
 # images: SET=train_fraction=0.05, one test):
@@ -35,7 +36,7 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
     "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation .
 fi
-export FASTMNIST_DATA="$PWD/$BRING/mnist"
+export FASTMNIST_DATA="$(cd "$BRING/mnist" && pwd)"
 export FASTMNIST_CACHE="$(mktemp -d)"
 mkdir -p "$OUT"
 fastmnist() { "$PYTHON" -m fastmnist.cli "$@"; }
@@ -54,6 +55,14 @@ fastmnist bench stage14 fastest --runs "$RUNS" --device "$DEVICE" --offline --qu
 # shellcheck disable=SC2086
 fastmnist bench stage18 stage19 stage20 stage21 --runs "$RUNS" --device "$DEVICE" --offline --quiet $SET \
     --out "$OUT/bench-stage18-vs-stage19-21-$RUNS.json"
+# where each recipe's time goes: model creation (a reset, when captured), training, test (medians over seeds)
+"$PYTHON" - "$OUT"/bench-*.json <<'PY' | tee "$OUT/parts.txt"
+import json, sys
+for path in sys.argv[1:]:
+    for row in json.load(open(path))["summary"]:
+        parts = ", ".join(f"{part} {1000 * row[f'{part}_seconds_median']:.1f} ms" for part in ("creation", "training", "test"))
+        print(f"{row['recipe']} ({row['engine']}): median {1000 * row['seconds_median']:.1f} ms; {parts}")
+PY
 fastmnist ladder --stages "$LADDER_STAGES" --runs "$LADDER_RUNS" --device "$DEVICE" --offline --quiet \
     --out "$OUT/ladder" > /dev/null
 cat "$OUT/ladder/ladder.md"

@@ -47,7 +47,7 @@ def test_a_report_of_stored_runs_says_what_the_workers_did(small_mnist):
     store.finish(trial, {}, 1, {"accuracy": run["accuracy"], "recipes": [recipe.name], "runs": [run],
                                 "machine": gpu, "worker": "gpu-box:1", "excluded_seconds": {}})
     both = stored_bench_report([recipe], store)
-    assert both["summary"][0]["engine"] == "cuda-graph+eager"  # runs that differed say so
+    assert both["summary"][0]["engine"] == "eager+graph"  # runs that differed say so
     assert {m["machine"]["hostname"] for m in both["machines"]} == {here["hostname"], "gpu-box"}
     assert "NVIDIA H200" in bench_table(both) and "bf16 790000" in bench_table(both)
 

@@ -228,8 +228,8 @@ def fetch_all(folder: Path, pooch, hint: str) -> None:
             finally:
                 partial.unlink(missing_ok=True)
         else:
-            raise DataError(f"could not download MNIST: no network? {hint} (or set {MIRROR_SETTING} to a "
-                            f"mirror's URL)\n  ({spec.stem}.gz: {'; '.join(errors)})"[:700])
+            raise DataError(f"could not download MNIST: no network? {hint}\n  ({spec.stem}.gz: "
+                            f"{'; '.join(errors)}; {MIRROR_SETTING} names other mirrors)"[:700])
 
 
 def cache_path() -> Path:

@@ -123,12 +123,13 @@ def muon_split(model: nn.Module, scope: str = "hidden") -> tuple[list, list]:
     return matrices, [p for p in trainable if id(p) not in {id(m) for m in matrices}]
 
 
-def make_optimizers(recipe: Recipe, model: nn.Module, rate: torch.Tensor,
-                    capturable: bool) -> list[tuple[torch.optim.Optimizer, torch.Tensor, float]]:
-    """The optimizers of a step, each with the tensor it reads its learning rate from and that rate's scale
-    to the table (the recipe's lr): one optimizer, or Muon for the hidden weights beside Adam for the rest."""
+def make_optimizers(recipe: Recipe, model: nn.Module, rate: torch.Tensor | float,
+                    capturable: bool) -> list[tuple[torch.optim.Optimizer, torch.Tensor | float, float]]:
+    """The optimizers of a step, each with the learning rate it reads (a tensor on the device, or a Python
+    float the step rewrites) and that rate's scale to the table (the recipe's lr): one optimizer, or Muon
+    for the hidden weights beside Adam for the rest."""
     if recipe.optimizer != "muon":
-        lr = rate.clone()
+        lr = rate.clone() if isinstance(rate, torch.Tensor) else rate
         params = [p for p in model.parameters() if p.requires_grad]
         return [(make_optimizer(recipe, params, lr, capturable), lr, 1.0)]
     matrices, others = muon_split(model, recipe.muon_scope)
@@ -137,13 +138,13 @@ def make_optimizers(recipe: Recipe, model: nn.Module, rate: torch.Tensor,
         raise FastMnistError(f"{recipe.name}: optimizer=muon, and network {net_name(recipe.net)} has no "
                              f"{kind} for Muon (muon_scope={recipe.muon_scope}); use adam")
     scale = recipe.muon_lr / recipe.lr
-    muon_lr, adam_lr = rate * scale, rate.clone()
+    muon_lr, adam_lr = rate * scale, rate.clone() if isinstance(rate, torch.Tensor) else rate
     adam = make_optimizer(dataclasses.replace(recipe, optimizer="adam"), others, adam_lr, capturable)
     return [(FlatMuon(matrices, muon_lr, recipe.muon_momentum, recipe.weight_decay), muon_lr, scale),
             (adam, adam_lr, 1.0)]
 
 
-def make_optimizer(recipe: Recipe, params, lr: torch.Tensor, capturable: bool) -> torch.optim.Optimizer:
+def make_optimizer(recipe: Recipe, params, lr: torch.Tensor | float, capturable: bool) -> torch.optim.Optimizer:
     fused = {"fused": True} if recipe.fused_optimizer else {}
     if recipe.optimizer == "adadelta":
         if fused:
@@ -167,10 +168,19 @@ def make_loss(recipe: Recipe) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
     return F.nll_loss
 
 
+def reads_lr_on_host(recipe: Recipe, device: torch.device, capturable: bool) -> bool:
+    """Whether the step gives its optimizers Python-float learning rates. On CUDA, an optimizer that is handed
+    a device tensor but has no capturable path (SGD, Adadelta, Muon) turns it into a number on every step,
+    a host sync per parameter: eagerly, those get floats from the table, rewritten in Python each step.
+    Adam on CUDA runs its capturable path instead (state and lr on the device, no sync); on the CPU a
+    tensor costs nothing."""
+    return device.type == "cuda" and not capturable and recipe.optimizer != "adam"
+
+
 class TrainStep:
     """One optimisation step: forward (under autocast where the recipe trains in bf16), loss, backward,
     optimizer update, then the next step's learning rate from the table. Losses are summed on the device,
-    read once an epoch for the divergence check."""
+    read once an epoch for the divergence check; on CUDA a step asks nothing of the host."""
 
     def __init__(self, model: nn.Module, forward: Callable, recipe: Recipe, steps_per_epoch: int,
                  device: torch.device, capturable: bool = False):
@@ -181,7 +191,10 @@ class TrainStep:
                                steps_per_epoch)
         self.rates = torch.tensor(table, dtype=dtype, device=device)
         self.index = torch.zeros(1, dtype=torch.long, device=device)
-        self.optimizers = make_optimizers(recipe, model, self.rates[0], capturable)
+        self.host_rates = table if reads_lr_on_host(recipe, device, capturable) else None
+        self.host_step = 0
+        first = table[0] if self.host_rates else self.rates[0]
+        self.optimizers = make_optimizers(recipe, model, first, capturable or device.type == "cuda")
         self.lr = self.optimizers[-1][1]  # the recipe's own lr (Adam's, beside Muon)
         self.loss_sum = torch.zeros((), device=device)
         bf16 = effective_precision(recipe, device) == "bf16"
@@ -203,10 +216,19 @@ class TrainStep:
             for optimizer, _, _ in self.optimizers:
                 optimizer.step()
             self.index += 1
-            rate = self.rates.index_select(0, self.index)[0]
-            for _, lr, scale in self.optimizers:
-                lr.copy_(rate * scale)  # x 1.0 is exact: the table's own value
+            if self.host_rates is None:
+                rate = self.rates.index_select(0, self.index)[0]
+                for _, lr, scale in self.optimizers:
+                    lr.copy_(rate * scale)  # x 1.0 is exact: the table's own value
+            else:
+                self.host_step += 1
+                self.set_host_lr(self.host_rates[self.host_step])
         self.loss_sum += loss.detach()
+
+    def set_host_lr(self, rate: float) -> None:
+        for optimizer, _, scale in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = rate * scale
 
     def reset(self) -> None:
         """The state of a new step: first learning rate, no optimizer history, no losses. Zeroed state is what
@@ -218,9 +240,13 @@ class TrainStep:
                     for value in state.values():
                         if isinstance(value, torch.Tensor):
                             value.zero_()
-                lr.copy_(self.rates[0] * scale)
+                if isinstance(lr, torch.Tensor):
+                    lr.copy_(self.rates[0] * scale)
             self.index.zero_()
             self.loss_sum.zero_()
+        if self.host_rates is not None:
+            self.host_step = 0
+            self.set_host_lr(self.host_rates[0])
 
 
 def new_model(recipe: Recipe, data: PreparedData, seed: int) -> nn.Module:
@@ -286,11 +312,25 @@ class CudaGraphEngine:
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def build(self) -> float:
-        """Build the model and step, warm them up on a side stream, capture one epoch. Untimed; once."""
+        """Build the model and step, warm them up on a side stream, capture one epoch. Untimed; once.
+        The warm-up runs with CUDA's sync debug mode set to error, so a network that asks the host
+        anything is refused before any capture; a capture that fails anyway leaves PyTorch's allocator
+        unable to capture again in this process (torch.cuda.graph has no try/finally), so after one,
+        every graph recipe of the process is refused in one line."""
+        global FAILED_CAPTURE
         if self.graph is not None:
             return 0.0
+        if FAILED_CAPTURE:
+            raise FastMnistError(f"{self.recipe.name}: a CUDA graph capture failed earlier in this process "
+                                 f"({FAILED_CAPTURE}), after which PyTorch cannot capture again; run this "
+                                 f"recipe in a new process, or use engine=eager")
         start = time.perf_counter()
         self.model = new_model(self.recipe, self.data, seed=0)  # any weights do: every run overwrites them
+        unreset = unregistered_tensors(self.model)
+        if unreset:
+            raise FastMnistError(f"{self.recipe.name}: network {net_name(self.recipe.net)} keeps tensor "
+                                 f"{unreset[0]} outside its parameters and buffers, so a replayed run could not "
+                                 f"start afresh; register it (register_buffer) or use engine=eager")
         self.batches = memory_batches(self.data, self.recipe)
         self.step = TrainStep(self.model, self.model, self.recipe, len(self.batches), self.data.device,
                               capturable=True)
@@ -298,18 +338,26 @@ class CudaGraphEngine:
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # every batch shape once (the last batch may be partial)
-                for x, y in [*self.batches[:GRAPH_WARMUP_STEPS - 1], self.batches[-1]]:
-                    self.step(x, y)
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                with torch.cuda.stream(side):  # every batch shape once (the last batch may be partial)
+                    for x, y in [*self.batches[:GRAPH_WARMUP_STEPS - 1], self.batches[-1]]:
+                        self.step(x, y)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
             torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
+        except Exception as exc:
+            raise FastMnistError(f"{self.recipe.name}: network {net_name(self.recipe.net)} cannot be captured as "
+                                 f"a CUDA graph (its step {one_line(exc)}); use engine=eager") from None
+        graph = torch.cuda.CUDAGraph()
+        try:
             with torch.cuda.graph(graph):
                 for x, y in self.batches:
                     self.step(x, y)
         except Exception as exc:
-            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            FAILED_CAPTURE = f"{self.recipe.name}: {one_line(exc)}"
             raise FastMnistError(f"{self.recipe.name}: network {net_name(self.recipe.net)} cannot be captured as "
-                                 f"a CUDA graph ({type(exc).__name__}: {first_line}); use engine=eager") from None
+                                 f"a CUDA graph ({one_line(exc)}); use engine=eager") from None
         torch.cuda.synchronize()
         self.graph = graph
         return time.perf_counter() - start
@@ -318,16 +366,31 @@ class CudaGraphEngine:
         """Model creation inside the clock: a new model is made with the run's seed exactly as the eager engine
         makes it, and copied into the captured one; the step is reset. The run's data order is already in
         the buffers the graph reads (written before the clock)."""
-        fresh = new_model(self.recipe, self.data, seed).state_dict()
-        with torch.no_grad():
-            for name, target in self.model.state_dict().items():
-                target.copy_(fresh[name])
+        fresh = new_model(self.recipe, self.data, seed)
+        with torch.no_grad():  # every parameter and buffer, persistent or not
+            for target, source in zip([*self.model.parameters(), *self.model.buffers()],
+                                      [*fresh.parameters(), *fresh.buffers()]):
+                target.copy_(source)
         self.step.reset()
 
         def train_epoch() -> int:
             self.graph.replay()
             return self.images
         return Run(self.model, self.model, self.step, train_epoch)
+
+
+FAILED_CAPTURE = ""  # what failed, once a capture has failed in this process (see CudaGraphEngine.build)
+
+
+def one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+
+
+def unregistered_tensors(model: nn.Module) -> list[str]:
+    """Tensors a module keeps as plain attributes, outside its parameters and buffers: a captured model
+    is reset through those two, so such a tensor would carry over from one replayed run to the next."""
+    return [f"{name}.{attr}" if name else attr for name, module in model.named_modules()
+            for attr, value in vars(module).items() if isinstance(value, torch.Tensor)]
 
 
 def graph_problems(recipe: Recipe) -> list[str]:

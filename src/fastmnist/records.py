@@ -72,6 +72,8 @@ def summary_row(recipe: Recipe, runs: list) -> dict:
         "gflop_per_s": float(flops / 1e9 / row["seconds_median"]),
         "precision": as_ran([r.precision for r in runs]),
         "engine": as_ran([r.engine for r in runs]),
+        **{f"{part}_seconds_median": float(np.median([getattr(r, f"{part}_seconds") for r in runs]))
+           for part in ("creation", "training", "test")},
     })
     return row
 

@@ -134,7 +134,7 @@ def expected_duration(stages: list[Recipe], runs: int, out_dir: Path) -> str:
     length = f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
     missing = f", not counting {', '.join(unknown)} (no recorded time)" if unknown else ""
     return (f"ladder: {len(stages)} stage(s) x {runs} run(s): about {length} as recorded on "
-            f"{', '.join(sorted(machines))}{missing}; Ctrl-C keeps every finished stage")
+            f"{', '.join(sorted(machines))}{missing}; Ctrl-C keeps every finished seed")
 
 
 def load_ladder(path: Path) -> dict:

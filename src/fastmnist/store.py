@@ -158,9 +158,15 @@ class JobStore:
     def __init__(self, study: optuna.Study, storage, url: str | None = None):
         self.study, self.storage, self.url = study, storage, url
         self.study_id = storage.get_study_id_from_name(study.study_name)
+        self.trial_ids: dict[int, int] = {}
 
     def trial_id(self, trial) -> int:
-        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        """The storage's id of a trial, asked once (claim asks it for its own trial before the run is
+        announced, so no query stands between a run's start and the handler that releases it)."""
+        if trial.number not in self.trial_ids:
+            self.trial_ids[trial.number] = self.storage.get_trial_id_from_study_id_trial_number(
+                self.study_id, trial.number)
+        return self.trial_ids[trial.number]
 
     def trials(self, states=ALIVE) -> list:
         return self.study.get_trials(deepcopy=False, states=states)
@@ -193,8 +199,9 @@ class JobStore:
         moment: the tag is the next write after the trial's creation; at most TAG_WAIT_SECONDS for a worker
         that died in between)."""
         trial = self.study.ask()
+        trial_id = self.trial_id(trial)
         if beats(self.storage):
-            self.storage.record_heartbeat(self.trial_id(trial))  # from its first moment, or never stale
+            self.storage.record_heartbeat(trial_id)  # from its first moment, or never stale
         trial.set_user_attr("job", key)
         trial.set_user_attr("worker", this_worker())
         deadline = time.monotonic() + TAG_WAIT_SECONDS

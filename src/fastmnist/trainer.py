@@ -37,6 +37,9 @@ class RunResult:
     engine: str = "eager"  # what ran the steps: eager, or graph on CUDA (records before 2026-12: cuda-graph)
     data_order: str = ""  # fingerprint of the images an epoch walked, in order (layout.fingerprint); "" before
     order_seconds: float = 0.0  # drawing and writing that order, before the clock (not timed)
+    creation_seconds: float = 0.0  # the parts of `seconds`: model creation (a reset, for a captured model),
+    training_seconds: float = 0.0  # the epochs of steps with their divergence checks,
+    test_seconds: float = 0.0  # and the test evaluations
     model: torch.nn.Module | None = field(default=None, repr=False)
 
     def record(self) -> dict:
@@ -90,14 +93,20 @@ def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_ep
     start = time.perf_counter()
 
     run = engine.start(seed, warmup)  # model creation: a new model, or the captured one reset to be one
-    epoch_accuracies, images_seen, diverged = [], 0, False
+    sync(device)
+    created = time.perf_counter()
+    epoch_accuracies, images_seen, diverged, training, testing = [], 0, False, 0.0, 0.0
     run.model.train()
     for epoch in range(1 if warmup else recipe.epochs):
+        epoch_start = time.perf_counter()
         images_seen += run.train_epoch()
-        diverged = not (bool(torch.isfinite(run.step.loss_sum)) and finite(run.model))  # once an epoch
+        diverged = not (bool(torch.isfinite(run.step.loss_sum)) and finite(run.model))  # once an epoch; syncs
+        trained = time.perf_counter()
+        training += trained - epoch_start
         last_epoch = diverged or epoch == recipe.epochs - 1 or warmup
         if recipe.eval_every_epoch or last_epoch:
             accuracy, finite_outputs = test_accuracy(run.forward, test_batches(data, recipe), autocast)
+            testing += time.perf_counter() - trained  # test_accuracy reads its count: synced
             epoch_accuracies.append(accuracy)
             collapsed = last_epoch and not warmup and accuracy < COLLAPSED_BELOW
             diverged = diverged or not finite_outputs or collapsed
@@ -111,4 +120,5 @@ def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_ep
     # a captured model is reused by the next run: the result keeps a copy of this run's (after the clock)
     model = copy.deepcopy(run.model) if engine.used == "graph" else run.model
     return RunResult(recipe.name, seed, epoch_accuracies[-1], seconds, epoch + 1, epoch_accuracies, diverged,
-                     precision, images_seen, data.test_size, engine.used, model=model)
+                     precision, images_seen, data.test_size, engine.used, model=model,
+                     creation_seconds=created - start, training_seconds=training, test_seconds=testing)
