@@ -108,7 +108,9 @@ def test_graph_engine_on_a_cpu_runs_the_step_eagerly_and_says_so(small_mnist):
 
 def test_stage20_updates_with_one_fused_adam_kernel(small_mnist):
     recipe = get_recipe("stage20")
-    step = make_engine(recipe, prepare(small_mnist, recipe, CPU)).start(0, warmup=True).step
+    engine = make_engine(recipe, prepare(small_mnist, recipe, CPU))
+    engine.build()
+    step = engine.start(0, warmup=True).step
     (optimizer, _, _), = step.optimizers
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
 
@@ -216,7 +218,9 @@ def test_an_eager_cuda_step_never_waits_for_the_host(real_mnist, name):
     none: no step asks the GPU for a value (a sync per parameter per step was ~750 a stage-18 run)."""
     recipe = get_recipe(name)
     data = prepare(real_mnist, recipe, CUDA)
-    step = make_engine(recipe, data).start(3, warmup=False).step
+    engine = make_engine(recipe, data)
+    engine.build()
+    step = engine.start(3, warmup=False).step
     batches = memory_batches(data, recipe)[:3]
     step(*batches[0])  # the first step allocates optimizer state
     torch.cuda.synchronize()

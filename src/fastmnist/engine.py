@@ -8,14 +8,14 @@ schedulers compute each value in Python and write it into the optimizer after ev
 graph cannot replay; the table is filled by those same schedulers (OneCycleLR, StepLR), so the values are
 the ones the eager loop always used.
 
-The recipe's `engine` picks how steps run:
-- `eager`: every run creates its model and its step, and Python calls the step for each batch.
-- `graph`: on CUDA, the model and step are built and one whole epoch of steps is captured as a CUDA graph
-  once per recipe, before any clock starts (reported as `capture`). Each run then resets the captured model
-  to exactly what a new model with its seed would be (default init, `init_from_data`, fresh optimizer
-  state, inside the clock) and replays the epoch; evaluation and early stop run between replays. On a CPU
-  there is nothing to capture: the same step runs eagerly (a compiled step was measured slower here, see the
-  README), and every record says which engine ran.
+Both engines build the model and its step once per recipe, before any clock, and reset them per run to
+exactly what a new model with the run's seed and a new step would be (default init, `init_from_data` on the
+run's first images, zeroed optimizer state; inside the clock). The recipe's `engine` picks how steps run:
+- `eager`: Python calls the step for each batch.
+- `graph`: on CUDA, one whole epoch of steps is captured as a CUDA graph once per recipe (reported as
+  `capture`), and each run replays it once an epoch; evaluation and early stop run between replays. On a
+  CPU there is nothing to capture: the same step runs eagerly (a compiled step was measured slower here,
+  docs/engines-and-gpus.md), and every record says which engine ran.
 """
 
 from __future__ import annotations
@@ -197,10 +197,10 @@ class TrainStep:
         self.optimizers = make_optimizers(recipe, model, first, capturable or device.type == "cuda")
         self.lr = self.optimizers[-1][1]  # the recipe's own lr (Adam's, beside Muon)
         self.loss_sum = torch.zeros((), device=device)
-        bf16 = effective_precision(recipe, device) == "bf16"
+        self.precision = effective_precision(recipe, device)  # decided here, once: training and test use it
         # a captured graph must not keep autocast's cache of cast weights from capture time
-        self.autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16,
-                                          cache_enabled=not capturable)
+        self.autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16,
+                                          enabled=self.precision == "bf16", cache_enabled=not capturable)
         self.set_to_none = not capturable  # captured: gradients stay where the graph reads them, zeroed in place
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -274,21 +274,42 @@ class Run:
 
 
 class EagerEngine:
-    """Every run builds its model and step anew and feeds the step batch by batch from Python."""
+    """The model and its step are built once per recipe, before any clock; each run resets them to what a
+    new model with its seed and a new step would be (`reset`, inside the clock), then Python feeds the step
+    batch by batch."""
 
     used = "eager"
 
     def __init__(self, recipe: Recipe, data: PreparedData):
         self.recipe, self.data = recipe, data
+        self.model: nn.Module | None = None
 
-    def build(self) -> float:
+    def build(self, capturable: bool = False) -> float:
+        """The model, its forward (compiled where the recipe says) and its step, once; returns the seconds
+        of a graph capture (none here)."""
+        if self.model is None:
+            self.model = new_model(self.recipe, self.data, seed=0)  # any weights do: every run resets them
+            self.forward = torch.compile(self.model) if self.recipe.compile else self.model
+            _, steps_per_epoch = train_batches(self.data, self.recipe, seed=0, warmup=False)
+            self.step = TrainStep(self.model, self.forward, self.recipe, steps_per_epoch, self.data.device,
+                                  capturable=capturable)
         return 0.0
 
+    def reset(self, seed: int) -> None:
+        """Model creation, inside the clock: a model is created with the run's seed exactly as a new one would
+        be (default init, `init_from_data` on the run's first images, its memory layout), and every
+        parameter and buffer, persistent or not, is copied into the built one; the step starts afresh."""
+        fresh = new_model(self.recipe, self.data, seed)
+        with torch.no_grad():
+            for target, source in zip([*self.model.parameters(), *self.model.buffers()],
+                                      [*fresh.parameters(), *fresh.buffers()]):
+                target.copy_(source)
+        self.step.reset()
+
     def start(self, seed: int, warmup: bool) -> Run:
-        model = new_model(self.recipe, self.data, seed)
-        forward = torch.compile(model) if self.recipe.compile else model
-        epoch_batches, steps_per_epoch = train_batches(self.data, self.recipe, seed, warmup)
-        step = TrainStep(model, forward, self.recipe, steps_per_epoch, self.data.device)
+        self.reset(seed)
+        epoch_batches, _ = train_batches(self.data, self.recipe, seed, warmup)
+        step = self.step
 
         def train_epoch() -> int:
             seen = 0
@@ -296,10 +317,10 @@ class EagerEngine:
                 step(x, y)
                 seen += len(y)
             return seen
-        return Run(model, forward, step, train_epoch)
+        return Run(self.model, self.forward, step, train_epoch)
 
 
-class CudaGraphEngine:
+class CudaGraphEngine(EagerEngine):
     """One epoch of steps captured as a CUDA graph once per recipe; each run resets and replays it."""
 
     used = "graph"
@@ -308,7 +329,7 @@ class CudaGraphEngine:
         problems = graph_problems(recipe)
         if problems:
             raise FastMnistError(f"{recipe.name}: engine=graph {problems[0]}; use engine=eager")
-        self.recipe, self.data = recipe, data
+        super().__init__(recipe, data)
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def build(self) -> float:
@@ -325,15 +346,13 @@ class CudaGraphEngine:
                                  f"({FAILED_CAPTURE}), after which PyTorch cannot capture again; run this "
                                  f"recipe in a new process, or use engine=eager")
         start = time.perf_counter()
-        self.model = new_model(self.recipe, self.data, seed=0)  # any weights do: every run overwrites them
+        super().build(capturable=True)
         unreset = unregistered_tensors(self.model)
         if unreset:
             raise FastMnistError(f"{self.recipe.name}: network {net_name(self.recipe.net)} keeps tensor "
                                  f"{unreset[0]} outside its parameters and buffers, so a replayed run could not "
                                  f"start afresh; register it (register_buffer) or use engine=eager")
         self.batches = memory_batches(self.data, self.recipe)
-        self.step = TrainStep(self.model, self.model, self.recipe, len(self.batches), self.data.device,
-                              capturable=True)
         self.images = sum(len(y) for _, y in self.batches)
         try:
             side = torch.cuda.Stream()
@@ -363,15 +382,9 @@ class CudaGraphEngine:
         return time.perf_counter() - start
 
     def start(self, seed: int, warmup: bool) -> Run:
-        """Model creation inside the clock: a new model is made with the run's seed exactly as the eager engine
-        makes it, and copied into the captured one; the step is reset. The run's data order is already in
-        the buffers the graph reads (written before the clock)."""
-        fresh = new_model(self.recipe, self.data, seed)
-        with torch.no_grad():  # every parameter and buffer, persistent or not
-            for target, source in zip([*self.model.parameters(), *self.model.buffers()],
-                                      [*fresh.parameters(), *fresh.buffers()]):
-                target.copy_(source)
-        self.step.reset()
+        """The captured model reset as the eager engine resets its own (inside the clock), then one replay an
+        epoch. The run's data order is already in the buffers the graph reads (written before the clock)."""
+        self.reset(seed)
 
         def train_epoch() -> int:
             self.graph.replay()

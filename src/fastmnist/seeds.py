@@ -13,17 +13,24 @@ CLAIM_FIRST_SEED = 100  # bench, ladder: claims (below 100: what the fixed-order
 TUNING_FIRST_SEED = 1_000_000  # sweep: tuning; a bench would need a million seeds to reach it
 
 
+def int_range(part: str, option: str, text: str, example: str) -> tuple[int, int]:
+    """'9-12' -> (9, 12), '7' -> (7, 7): one piece of a range option (--seeds, --stages); a piece that is not
+    one, or runs backwards, is one line naming the option."""
+    low, dash, high = part.strip().partition("-")
+    try:
+        first, last = int(low), int(high if dash else low)
+    except ValueError:
+        raise FastMnistError(f"{option} {text!r}: expected e.g. {example}") from None
+    if first > last:
+        raise FastMnistError(f"{option} {text!r}: range {part.strip()} is reversed; write {last}-{first}")
+    return first, last
+
+
 def parse_seed_range(text: str) -> list[int]:
     """'100-124' -> seeds 100..124; '7' -> [7]; '3,5,9-10' -> [3, 5, 9, 10]."""
     seeds: list[int] = []
     for part in text.split(","):
-        low, dash, high = part.strip().partition("-")
-        try:
-            first, last = int(low), int(high if dash else low)
-        except ValueError:
-            raise FastMnistError(f"--seeds {text!r}: expected e.g. 100-124 or 3,5,9-12") from None
-        if first > last:
-            raise FastMnistError(f"--seeds {text!r}: range {part.strip()} is reversed; write {last}-{first}")
+        first, last = int_range(part, "--seeds", text, "100-124 or 3,5,9-12")
         if first < 0 or last > MAX_SEED:
             raise FastMnistError(f"--seeds {text!r}: seeds run from 0 to {MAX_SEED}")
         if last - first >= 1_000_000:

@@ -17,6 +17,7 @@ from fastmnist.output import write_json, write_or_fallback
 from fastmnist.recipes import LADDER, Recipe, changes_from_parent, get_recipe
 from fastmnist.machine import load_average, load_span, machine_info
 from fastmnist.records import envelope, summary_row, with_ratio
+from fastmnist.seeds import int_range
 from fastmnist.runner import Runner
 
 TYPICAL_EARLY_STOP_EPOCHS = 3  # for the time estimate only: stages 1-4 stop after 2-5 epochs
@@ -45,13 +46,7 @@ def parse_stages(text: str) -> list[Recipe]:
         if not part.strip().replace("-", "").isdigit() and part.strip():
             others.append(get_recipe(part.strip()))
             continue
-        low, dash, high = part.strip().partition("-")
-        try:
-            first, last = int(low), int(high if dash else low)
-        except ValueError:
-            raise FastMnistError(f"--stages {text!r}: expected e.g. 0-8, 3,5,9-12 or all") from None
-        if first > last:
-            raise FastMnistError(f"--stages {text!r}: range {part.strip()} is reversed; write {last}-{first}")
+        first, last = int_range(part, "--stages", text, "0-8, 3,5,9-12 or all")
         wanted.update(range(first, last + 1))
     unknown = sorted(n for n in wanted if not 0 <= n < len(LADDER))
     if unknown:

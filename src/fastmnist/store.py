@@ -269,9 +269,9 @@ def claim_and_run(store: JobStore, jobs, run_job, on_start, on_result, on_wait) 
         if trial is None:
             continue
         point, seed = jobs[free[0]]
-        if on_start:
-            on_start(point, seed)
-        try:
+        try:  # a signal that comes as the run is announced, what a user reacts to, releases it too
+            if on_start:
+                on_start(point, seed)
             with Heartbeat(store.storage, store.trial_id(trial)):
                 result = run_job(point, seed)
         except BaseException:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.profiler import record_function
 
-from fastmnist.engine import effective_precision, make_engine
+from fastmnist.engine import make_engine
 from fastmnist.layout import PreparedData, test_batches
 from fastmnist.device import cpu_threads, sync
 from fastmnist.recipes import Recipe
@@ -87,8 +87,6 @@ def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = Fals
 
 def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_epoch, engine) -> RunResult:
     device = data.device
-    precision = effective_precision(recipe, device)
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
     sync(device)
     start = time.perf_counter()
 
@@ -105,7 +103,7 @@ def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_ep
         training += trained - epoch_start
         last_epoch = diverged or epoch == recipe.epochs - 1 or warmup
         if recipe.eval_every_epoch or last_epoch:
-            accuracy, finite_outputs = test_accuracy(run.forward, test_batches(data, recipe), autocast)
+            accuracy, finite_outputs = test_accuracy(run.forward, test_batches(data, recipe), run.step.autocast)
             testing += time.perf_counter() - trained  # test_accuracy reads its count: synced
             epoch_accuracies.append(accuracy)
             collapsed = last_epoch and not warmup and accuracy < COLLAPSED_BELOW
@@ -117,8 +115,7 @@ def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_ep
 
     sync(device)
     seconds = time.perf_counter() - start
-    # a captured model is reused by the next run: the result keeps a copy of this run's (after the clock)
-    model = copy.deepcopy(run.model) if engine.used == "graph" else run.model
+    model = copy.deepcopy(run.model)  # the engine's model is reset by the next run: keep this run's, untimed
     return RunResult(recipe.name, seed, epoch_accuracies[-1], seconds, epoch + 1, epoch_accuracies, diverged,
-                     precision, images_seen, data.test_size, engine.used, model=model,
+                     run.step.precision, images_seen, data.test_size, engine.used, model=model,
                      creation_seconds=created - start, training_seconds=training, test_seconds=testing)
