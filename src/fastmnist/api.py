@@ -117,5 +117,5 @@ def ladder(stages: str = "all", runs: int = 5, out: str | Path = "ladder", *, fi
     from fastmnist.stages import parse_stages
 
     chosen = choose_seeds(runs, first_seed, seeds, CLAIM_FIRST_SEED)
-    torch_device, mnist = loader(device, threads, data_dir, mnist, offline)()
-    return Report(commands.ladder(parse_stages(stages), chosen, mnist, torch_device, out)[0])
+    return Report(commands.ladder(parse_stages(stages), chosen, loader(device, threads, data_dir, mnist, offline),
+                                  out)[0])

@@ -216,27 +216,12 @@ def add_store_args(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def cmd_ladder(args) -> int:
-    from pathlib import Path
-
     from fastmnist import commands
-    from fastmnist.output import check_folder, check_writable
-    from fastmnist.stages import expected_duration, parse_stages
+    from fastmnist.stages import parse_stages
 
-    stages = parse_stages(args.stages)
-    seeds = chosen_seeds(args, CLAIM_FIRST_SEED)
-    made = not Path(args.out).exists()
-    out_dir = check_folder(Path(args.out), "--out")
-    try:
-        for name in ("ladder.json", "ladder.md", "ladder.png"):
-            check_writable(out_dir / name, "--out")
-        if not args.quiet:
-            stderr(expected_duration(stages, len(seeds), out_dir))
-        device, mnist = setup(args)
-        _, paths = commands.ladder(stages, seeds, mnist, device, out_dir, progress=not args.quiet, show=print)
-    except BaseException:
-        if made and not any(out_dir.iterdir()):  # stopped before the first stage finished: leave no trace
-            out_dir.rmdir()
-        raise
+    _, paths = commands.ladder(parse_stages(args.stages), chosen_seeds(args, CLAIM_FIRST_SEED), lambda: setup(args),
+                               args.out, progress=not args.quiet, show=print,
+                               on_plan=None if args.quiet else stderr)
     print(f"wrote {', '.join(map(str, paths))}")
     return 0
 

@@ -136,15 +136,29 @@ def sweep(recipe: Recipe, params: list[str], seeds: list[int], load: Load, round
         *sweep_plots(record, out_dir)])
 
 
-def ladder(stages: list[Recipe], seeds: list[int], mnist: Mnist, device: torch.device, out_dir: str | Path,
-           progress: bool = False, on_epoch=None, show=None) -> tuple[dict, list[Path]]:
-    """Each stage's runs into OUT/ladder.json (kept after every stage), then OUT/ladder.md and .png;
-    `show(table)` is given the table before those are written, so a full disk cannot take it away."""
+def ladder(stages: list[Recipe], seeds: list[int], load: Load, out_dir: str | Path, progress: bool = False,
+           on_epoch=None, show=None, on_plan=None) -> tuple[dict, list[Path]]:
+    """The stages interleaved over the seeds into OUT/ladder.json (kept after every seed), then OUT/ladder.md
+    and .png. The folder and its files are checked before anything loads; `on_plan(line)` hears how long
+    the ladder should take, `show(table)` sees the table before the files are written, so a full disk
+    cannot take it away. Stopped before its first seed finished, it leaves no folder it made."""
+    from fastmnist.output import check_folder, check_writable
     from fastmnist.report import ladder_markdown, write_ladder_report
-    from fastmnist.stages import run_ladder
+    from fastmnist.stages import expected_duration, run_ladder
 
-    out_dir = Path(out_dir)
-    report = run_ladder(stages, seeds, mnist, device, out_dir, progress, on_epoch)
+    made = not Path(out_dir).exists()
+    out_dir = check_folder(Path(out_dir), "--out")
+    try:
+        for name in ("ladder.json", "ladder.md", "ladder.png"):
+            check_writable(out_dir / name, "--out")
+        if on_plan:
+            on_plan(expected_duration(stages, len(seeds), out_dir))
+        device, mnist = load()
+        report = run_ladder(stages, seeds, mnist, device, out_dir, progress, on_epoch)
+    except BaseException:
+        if made and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     if show:
         show(ladder_markdown(report))
     return report, [out_dir / "ladder.json", *write_ladder_report(report, out_dir)]

@@ -1,7 +1,9 @@
-"""Recipes: every hyperparameter of a training run in one place, and the ladder as data.
+"""Recipes: every field of a training run in one dataclass, and the ladder as data.
 
 Each stage is the stage before it plus named changes (`derive`), so `fastmnist recipes --diff` and the
-ladder report print what changed from the definitions themselves.
+ladder report print what changed from the definitions themselves. A stage is a fold of those changes over
+the defaults; `fastmnist recipes --show NAME` prints it resolved, field by field with the stage that set
+each, beside the few constants of a run that no field sets (commands.training_constants).
 """
 
 from __future__ import annotations

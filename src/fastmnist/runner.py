@@ -1,8 +1,8 @@
 """The run core: every command that trains (train, bench, ladder, sweep) runs recipes through here.
 
-It prepares each data layout once, makes each recipe's engine once (a CUDA graph is captured then), warms
-each recipe up once (untimed), runs recipes for seeds interleaved A B A B ..., and says what was excluded
-from the clock.
+It prepares each data layout once, builds each recipe's engine once (model and step; a CUDA graph is
+captured then), warms each recipe up once (untimed), runs recipes for seeds interleaved A B A B ..., each
+run writing its seed's data order before its clock, and says what was excluded from the clock.
 """
 
 from __future__ import annotations

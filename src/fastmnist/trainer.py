@@ -1,8 +1,9 @@
 """One training run of a recipe: create, train and test a model, between two clock readings.
 
-Read top to bottom, `timed_run` is the whole run: model creation (by the engine), epochs of steps,
-the divergence check, the test evaluation(s) and early stop. What a step is lives in `engine.py`, how
-the data is laid out in `layout.py`.
+Read top to bottom, `train_run` writes the seed's data order (before the clock) and `timed_run` is the
+whole timed run: model creation (the engine's reset to the seed), epochs of steps, the divergence check,
+the test evaluation(s) and early stop, each part's seconds recorded. What a step is lives in `engine.py`,
+how the data is laid out in `layout.py`.
 """
 
 from __future__ import annotations
@@ -48,23 +49,27 @@ class RunResult:
 
 @record_function("evaluation")
 def test_accuracy(model, batches, autocast) -> tuple[float, bool]:
-    """Percent correct, and whether every output was a number."""
+    """Percent correct, and whether every output was a number: counted on the device, read once at the end
+    (on CUDA one host sync for the whole test pass)."""
     model.eval()
-    correct = total = 0
-    finite_outputs = torch.ones((), dtype=torch.bool)
+    correct, finite_outputs, total = None, None, 0
     with torch.no_grad(), autocast():
         for x, y in batches:
             output = model(x)
-            correct += (output.argmax(1) == y).sum()
-            finite_outputs = finite_outputs & torch.isfinite(output).all().cpu()
+            hits, numbers = (output.argmax(1) == y).sum(), torch.isfinite(output).all()
+            correct = hits if correct is None else correct + hits
+            finite_outputs = numbers if finite_outputs is None else finite_outputs & numbers
             total += len(y)
     model.train()
-    return 100.0 * int(correct) / total, bool(finite_outputs)
+    counts = torch.stack([correct, finite_outputs.long()]).tolist()
+    return 100.0 * counts[0] / total, bool(counts[1])
 
 
-def finite(model: torch.nn.Module) -> bool:
-    """All weights are numbers: a run whose weights hold NaN/inf has diverged, whatever its loss said."""
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+def finite(model: torch.nn.Module, loss_sum: torch.Tensor) -> bool:
+    """The loss and all weights are numbers (a run whose weights hold NaN/inf has diverged, whatever its loss
+    said): one check on the device, read once."""
+    checks = [torch.isfinite(loss_sum).all(), *(torch.isfinite(p).all() for p in model.parameters())]
+    return bool(torch.stack(checks).all())
 
 
 def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = False, on_epoch=None,
@@ -98,7 +103,7 @@ def timed_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool, on_ep
     for epoch in range(1 if warmup else recipe.epochs):
         epoch_start = time.perf_counter()
         images_seen += run.train_epoch()
-        diverged = not (bool(torch.isfinite(run.step.loss_sum)) and finite(run.model))  # once an epoch; syncs
+        diverged = not finite(run.model, run.step.loss_sum)  # once an epoch; one host sync
         trained = time.perf_counter()
         training += trained - epoch_start
         last_epoch = diverged or epoch == recipe.epochs - 1 or warmup
