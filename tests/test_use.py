@@ -111,6 +111,7 @@ def test_predict_reports_bad_files_and_continues(trained, small_mnist, tmp_path)
 
 
 def test_bad_model_files_are_refused(trained, tmp_path):
+    """Truncated, of another architecture, not fastmnist's, missing, with broken metadata or a wrong shape."""
     blob = trained[0].read_bytes()
     (tmp_path / "truncated.safetensors").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(FastMnistError, match="truncated or corrupt"):
@@ -128,6 +129,17 @@ def test_bad_model_files_are_refused(trained, tmp_path):
         load_model(tmp_path / "missing.safetensors")
     proc = run_cli("evaluate", str(tmp_path / "truncated.safetensors"), check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("fastmnist: error:") and "Traceback" not in proc.stderr
+    model = ConvNet(NETS["D"])
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, tmp_path / "info.safetensors",
+              metadata={"format": "fastmnist", "net": NETS["D"].to_json(), "info": "{not json"})
+    with pytest.raises(FastMnistError, match="metadata is not valid fastmnist JSON"):
+        load_model(tmp_path / "info.safetensors")
+    tensors["fc1.weight"] = torch.zeros(128, 800)
+    save_file(tensors, tmp_path / "shape.safetensors",
+              metadata={"format": "fastmnist", "net": NETS["D"].to_json(), "info": "{}"})
+    with pytest.raises(FastMnistError, match=r"fc1.weight is \(128, 800\), expected \(256, 800\)"):
+        load_model(tmp_path / "shape.safetensors")
 
 
 def test_onnx_round_trip(trained, small_mnist, tmp_path):
@@ -166,20 +178,6 @@ def test_predict_large_and_transparent_images(monkeypatch, small_mnist, tmp_path
     grey.save(tmp_path / "paper.png")
     a, b = predict_files(model, [str(tmp_path / "transparent.png"), str(tmp_path / "paper.png")])
     assert "error" not in a and a["digit"] == b["digit"]
-
-
-def test_bad_model_metadata_and_shapes_say_what(tmp_path):
-    model = ConvNet(NETS["D"])
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, tmp_path / "info.safetensors",
-              metadata={"format": "fastmnist", "net": NETS["D"].to_json(), "info": "{not json"})
-    with pytest.raises(FastMnistError, match="metadata is not valid fastmnist JSON"):
-        load_model(tmp_path / "info.safetensors")
-    tensors["fc1.weight"] = torch.zeros(128, 800)
-    save_file(tensors, tmp_path / "shape.safetensors",
-              metadata={"format": "fastmnist", "net": NETS["D"].to_json(), "info": "{}"})
-    with pytest.raises(FastMnistError, match=r"fc1.weight is \(128, 800\), expected \(256, 800\)"):
-        load_model(tmp_path / "shape.safetensors")
 
 
 def test_non_finite_weights_are_never_saved_or_used(tmp_path):
