@@ -13,8 +13,11 @@ import pytest
 
 from fastmnist.data import FILES, Mnist, load_mnist
 from fastmnist.errors import DataError
+from fastmnist.store import open_store
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "mnist"
+# a PostgreSQL server for the many-machines tests: .ci/run starts one and sets this
+POSTGRES = os.environ.get("FASTMNIST_TEST_POSTGRES", "postgresql+psycopg://fastmnist:pw-ci-4831@localhost/fastmnist")
 
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:
@@ -143,3 +146,28 @@ def in_process(args, env, monkeypatch, capsys) -> subprocess.CompletedProcess:
         torch.set_num_threads(threads)
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out, err)
+
+
+def postgres_reason() -> str | None:
+    try:
+        open_store(POSTGRES, "fastmnist-test-probe")
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
+        return f"no PostgreSQL at {POSTGRES} ({exc}); set FASTMNIST_TEST_POSTGRES"
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    why = postgres_reason()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return POSTGRES
+
+
+@pytest.fixture()
+def env(real_mnist, tmp_path):
+    return {**os.environ, "FASTMNIST_DATA": real_mnist.source, "FASTMNIST_CACHE": str(tmp_path / "cache")}

@@ -20,36 +20,10 @@ from fastmnist.cli import main as cli_main
 from fastmnist.recipes import FASTEST, get_recipe
 from fastmnist.benchmark import benchmark
 from fastmnist.store import open_store
-from tests.conftest import assert_one_line_error, in_process
+from tests.conftest import POSTGRES, assert_one_line_error, in_process, postgres_reason
 from tests.store_worker import worker_opens
 
-POSTGRES = os.environ.get("FASTMNIST_TEST_POSTGRES", "postgresql+psycopg://fastmnist:pw-ci-4831@localhost/fastmnist")
 SLICE = "train_fraction=0.02"
-
-
-def postgres_reason() -> str | None:
-    try:
-        open_store(POSTGRES, "fastmnist-test-probe")
-    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
-        return f"no PostgreSQL at {POSTGRES} ({exc}); set FASTMNIST_TEST_POSTGRES"
-    return None
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    why = postgres_reason()
-    if why:
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    return POSTGRES
-
-
-@pytest.fixture()
-def env(real_mnist, tmp_path):
-    return {**os.environ, "FASTMNIST_DATA": real_mnist.source, "FASTMNIST_CACHE": str(tmp_path / "cache")}
 
 
 def cli(*args) -> list[str]:

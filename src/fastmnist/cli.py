@@ -40,6 +40,10 @@ def seed_int(text: str) -> int:
     return bounded_int(text, 0, MAX_SEED)
 
 
+def bounded_nonnegative(text: str) -> int:
+    return bounded_int(text, 0, 1000)
+
+
 def thread_count(text: str) -> int:
     """More threads than cores only makes them wait for each other (999 stalled a 2-core machine)."""
     import os
@@ -260,6 +264,35 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from pathlib import Path
+
+    from fastmnist import commands
+    from fastmnist.output import check_folder
+    from fastmnist.recipes import get_recipe
+
+    recipe, reference = get_recipe(args.recipe), get_recipe(args.reference)
+    seeds = chosen_seeds(args, TUNING_FIRST_SEED)
+    extra = list(range(seeds[-1] + 1, seeds[-1] + 1 + args.extra_runs))
+    out_dir = check_folder(Path(args.out), "--out")
+    say = (lambda text: None) if args.quiet else stderr
+
+    def show(table: str, record: dict) -> None:
+        print(table)
+        best = record["best"]
+        print(f"best: trial {best['trial']}, written to {out_dir / 'best.py'} (bench it on fresh seeds before any "
+              f"claim)" if best else f"no trial met the constraint (p < {args.alpha:g}) yet")
+    _, written = commands.search(
+        recipe, args.recipe, reference, args.space, seeds, extra, lambda: setup(args), args.trials,
+        sampler=args.sampler, target=args.target, alpha=args.alpha,
+        storage=args.storage or f"sqlite:///{out_dir / 'search.db'}", study=args.study,
+        stale_after=args.stale_after, out_dir=out_dir, show=show,
+        on_trial=lambda number, point: say(f"search: trial {number}: "
+                                           f"{', '.join(f'{k}={v}' for k, v in point.items())}"))
+    print(f"wrote {', '.join(map(str, written))}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from fastmnist import commands
     from fastmnist.output import check_writable
@@ -382,6 +415,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="sweep", metavar="DIR", help="where sweep.json/.md/.png go")
     add_common(p, overrides=False)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("search", help="Optuna's samplers over recipe fields: the fastest recipe whose mean "
+                       "still reaches the target, time measured against a reference on the same seeds")
+    p.add_argument("--recipe", default="fastest", help="the recipe whose fields are searched (default: fastest)")
+    p.add_argument("--reference", default="stage18", help="what every trial's time is compared with, seed by "
+                   "seed (default: stage18)")
+    p.add_argument("--space", action="append", default=[], metavar="NAME=LOW:HIGH[:STEP|:log] or NAME=V1,V2",
+                   help="a field and its range or values, e.g. lr=0.005:0.05:log, batch_size=256:1024:64, "
+                        "train_fraction=0.8,0.9,1.0 (repeatable; network fields too)")
+    p.add_argument("--trials", type=positive_int, default=20, help="finished trials the study should hold: "
+                   "a rerun resumes towards it (default: 20)")
+    add_seed_args(p, 3, "per trial", TUNING_FIRST_SEED, "tuning")
+    p.add_argument("--extra-runs", type=bounded_nonnegative, default=3, metavar="N",
+                   help="more seeds for a trial that meets the constraint on its first ones (default: 3)")
+    p.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default="tpe",
+                   help="Optuna's sampler: tpe minimises the time ratio under the accuracy constraint; nsga2 and "
+                        "random keep the front of time against accuracy (default: tpe)")
+    p.add_argument("--target", type=float, default=99.0, help="accuracy %% the mean must reach (default: 99.0)")
+    p.add_argument("--alpha", type=float, default=0.01, help="the constraint: one-sided p that the mean reaches "
+                   "the target below this (default: 0.01)")
+    add_store_args(p, "default: sqlite:///OUT/search.db")
+    p.add_argument("--out", default="search", metavar="DIR", help="where search.json/.md, front.png and best.py "
+                   "go (default: ./search)")
+    add_common(p, overrides=False)
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("report", help="a bench's JSON summarised again from its runs (today's statistics, "
                        "e.g. the p-value), as a table")

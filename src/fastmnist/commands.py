@@ -260,3 +260,59 @@ def data(data_dir=None, offline: bool = False) -> list[str]:
     return [looks, f"MNIST OK: {len(mnist.train_labels)} training and {len(mnist.test_labels)} test images, "
                    f"verified by SHA-256, from {mnist.source}",
             f"training label counts 0-9: {counts}", f"cache: {cache_path()}: {mnist.cache}"]
+
+
+def search(recipe: Recipe, base_name: str, reference: Recipe, space: list[str], seeds: list[int],
+           extra_seeds: list[int], load: Load, trials: int, sampler: str = "tpe", target: float = 99.0,
+           alpha: float = 0.01, storage: str | None = None, study: str | None = None, stale_after: float = 60.0,
+           out_dir: str | Path | None = None, on_trial=None, show=None) -> tuple[dict, list[Path]]:
+    """Optuna's sampler over `space` (['lr=0.005:0.05:log', ...]) until the study holds `trials` finished or
+    pruned trials (a rerun resumes; workers on one storage share them), each trial interleaved with
+    `reference` on `seeds` (frontier.py). With `out_dir`: search.json, search.md, front.png and, when a trial
+    met the constraint, best.py, written after `show(table, record)`."""
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    from fastmnist.frontier import (SearchSpec, best_trial, default_study_name, directions, front_plot,
+                                    front_table, make_sampler, objective, parse_space, recipe_file, trials_table)
+    from fastmnist.output import write_json, write_results, write_text
+    from fastmnist.store import open_study
+
+    if not 0 < alpha < 1:
+        raise FastMnistError(f"alpha={alpha:g}: expected a level between 0 and 1, e.g. 0.01")
+    if not 0 < target <= 100:
+        raise FastMnistError(f"target={target:g}: expected a test accuracy in (0, 100] %")
+    start = load_average()
+    spec = SearchSpec(recipe, reference, parse_space(recipe, space), tuple(seeds), tuple(extra_seeds), target,
+                      alpha, sampler)
+    name = study or default_study_name(spec)
+    optuna_study, _ = open_study(storage, name, stale_after, directions(spec), make_sampler(spec), retry_failed=True)
+    optuna_study.set_metric_names([f"time ratio vs {reference.name}"] +
+                                  ([] if sampler == "tpe" else [f"accuracy % ({target:g}% target)"]))
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    left = trials - len(optuna_study.get_trials(deepcopy=False, states=finished))
+    device, mnist = load()
+    if left > 0:
+        optuna_study.optimize(objective(spec, Runner(mnist, device), on_trial), n_trials=left,
+                              callbacks=[MaxTrialsCallback(trials, states=finished)])
+    rows = trials_table(optuna_study)
+    best = best_trial(rows)
+    record = with_load({**envelope("search", machine_info(device), [recipe, reference]), "study": name,
+                        "storage": redact(storage) if storage else "(in memory)", "sampler": sampler,
+                        "space": [text for text in space], "target": target, "alpha": alpha,
+                        "seeds": describe_seeds(list(seeds)), "extra_seeds": describe_seeds(list(extra_seeds))
+                        if extra_seeds else "", "seed_use": seed_use(list(seeds)), "trials": rows,
+                        "best": best}, start)
+    if out_dir is None:
+        return record, []
+    table = front_table(rows, spec)
+    if show:
+        show(table, record)
+    out_dir = Path(out_dir)
+    writes = [(out_dir / "search.json", lambda path: write_json(path, record), "the search's record"),
+              (out_dir / "search.md", lambda path: write_text(path, "```\n" + table + "\n```\n"), "the search's table"),
+              (out_dir / "front.png", lambda path: front_plot(rows, spec, path), "the front's picture")]
+    if best:
+        writes.append((out_dir / "best.py", lambda path: write_text(path, recipe_file(spec, base_name, best, name)),
+                       "the best recipe"))
+    return record, write_results(writes)

@@ -47,22 +47,31 @@ def heartbeat_interval(stale_after: float) -> int:
 
 
 def open_store(url: str | None, name: str, stale_after: float = 60.0) -> JobStore:
-    """The study `name` at `url` (in memory, for one process, when None) as a job store, created if new.
-    Creation is retried: workers started together race to create the tables, and the losers find them made
-    on the next try."""
+    """The study `name` at `url` (in memory, for one process, when None) as a job store, created if new."""
+    study, storage = open_study(url, name, stale_after)
+    return JobStore(study, storage, url)
+
+
+def open_study(url: str | None, name: str, stale_after: float = 60.0, directions=("maximize",), sampler=None,
+               retry_failed: bool = False) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    """The study and its storage, created if new; heartbeats every few seconds (a trial whose worker stops
+    beating is failed after `stale_after`, and with `retry_failed` run again). Creation is retried: workers
+    started together race to create the tables, and the losers find them made on the next try."""
     if url is None:
         storage = optuna.storages.InMemoryStorage()
-        return JobStore(optuna.create_study(storage=storage, study_name=name, direction="maximize"), storage)
+        return optuna.create_study(storage=storage, study_name=name, directions=list(directions),
+                                   sampler=sampler), storage
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)} if retry_failed else {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for attempt in range(CREATE_TRIES):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
                                                  heartbeat_interval=heartbeat_interval(stale_after),
-                                                 grace_period=max(1, int(stale_after)))
-            study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                        load_if_exists=True)
-            return JobStore(study, storage, url)
+                                                 grace_period=max(1, int(stale_after)), **retry)
+            study = optuna.create_study(storage=storage, study_name=name, directions=list(directions),
+                                        sampler=sampler, load_if_exists=True)
+            return study, storage
         except Exception as exc:  # bad URLs, missing drivers, unreachable servers, creation races
             if attempt + 1 < CREATE_TRIES and creation_race(exc):
                 time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
