@@ -62,7 +62,8 @@ def open_study(url: str | None, name: str, stale_after: float = 60.0, directions
         return optuna.create_study(storage=storage, study_name=name, directions=list(directions),
                                    sampler=sampler), storage
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)} if retry_failed else {}
+    retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)} \
+        if retry_failed else {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for attempt in range(CREATE_TRIES):
         try:
