@@ -240,7 +240,7 @@ def test_show_prints_every_field_and_the_stage_that_set_it():
             assert f.name in rows, f.name
     for g in dc.fields(NetSpec):
         assert f"net.{g.name}" in rows, g.name
-    assert rows["batch_size"] == ["448", "stage18"] and rows["optimizer"] == ["adam", "stage8"]
+    assert rows["train_fraction"] == ["0.95", "stage17"] and rows["optimizer"] == ["adam", "stage8"]
     assert rows["net.whiten1"] == ["True", "stage16"] and rows["momentum"] == ["0.9", "default"]
     assert text.startswith(f"{FASTEST}: ") and "models.INIT_IMAGES" in text
     mine = show_recipe(get_recipe("stage14[lr=0.05]"))  # an override is the last setter of what it changes

@@ -105,8 +105,8 @@ def cannot_reach(accuracies: list[float], target: float) -> bool:
 
 
 def make_sampler(spec: SearchSpec):
-    """Optuna's own sampler; each trial states the accuracy constraint itself (`record`: feasible when
-    p - alpha <= 0), which TPE and NSGA-II read from the storage."""
+    """Optuna's own sampler; each trial states the accuracy constraint itself (`state_constraint`), which
+    TPE and NSGA-II read from the storage."""
     import optuna
 
     if spec.sampler == "tpe":
@@ -144,10 +144,18 @@ def objective(spec: SearchSpec, runner, on_trial=None):
             trial.report(float(np.mean([r.accuracy for r in mine])), i)
             record(trial, recipe, mine, theirs, spec)
             if cannot_reach([r.accuracy for r in mine], spec.target):
+                state_constraint(trial, spec)
                 raise optuna.TrialPruned()
+        state_constraint(trial, spec)
         ratio = trial.user_attrs["time_ratio"]
         return ratio if spec.sampler == "tpe" else (ratio, trial.user_attrs["accuracy_mean"])
     return run
+
+
+def state_constraint(trial, spec: SearchSpec) -> None:
+    """The accuracy constraint, once a trial's seeds are all in: feasible when p - alpha <= 0."""
+    p = trial.user_attrs["p_value"]
+    trial.set_constraint("accuracy_p_minus_alpha", 1.0 if p is None else p - spec.alpha)
 
 
 def record(trial, recipe: Recipe, mine: list, theirs: list, spec: SearchSpec) -> None:
@@ -164,7 +172,6 @@ def record(trial, recipe: Recipe, mine: list, theirs: list, spec: SearchSpec) ->
                        "seconds_median": float(np.median([r.seconds for r in mine])),
                        "diverged": int(sum(r.diverged for r in mine))}.items():
         trial.set_user_attr(key, value)
-    trial.set_constraint("accuracy_p_minus_alpha", 1.0 if p is None else p - spec.alpha)
 
 
 def trials_table(study) -> list[dict]:
