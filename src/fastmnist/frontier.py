@@ -134,6 +134,12 @@ def objective(spec: SearchSpec, runner, on_trial=None):
         recipe = overridden(spec.recipe, point)
         if on_trial:
             on_trial(trial.number, point)
+        try:
+            return measure(trial, recipe)
+        finally:
+            runner.forget(recipe)  # a trial's engine serves no other trial
+
+    def measure(trial, recipe: Recipe) -> tuple[float, ...] | float:
         mine, theirs = [], []
         for i, seed in enumerate(spec.seeds + spec.extra_seeds):
             if i == len(spec.seeds) and (p_reaches([r.accuracy for r in mine], spec.target) or 1.0) >= spec.alpha:
@@ -182,7 +188,8 @@ def trials_table(study) -> list[dict]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         if "time_ratio" not in t.user_attrs:
             continue
-        rows.append({"trial": t.number, "state": t.state.name.lower(), "point": dict(t.params),
+        point = {k: round(v, 12) if isinstance(v, float) else v for k, v in t.params.items()}  # 0.95, not 0.9500..01
+        rows.append({"trial": t.number, "state": t.state.name.lower(), "point": point,
                      **{k: t.user_attrs.get(k) for k in ("recipe", "seeds", "accuracy_mean", "accuracy_std",
                                                         "share_reaching_target", "p_value", "feasible",
                                                         "time_ratio", "time_ratio_ci95", "seconds_median",
