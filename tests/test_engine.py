@@ -337,7 +337,7 @@ def test_a_run_records_where_its_time_went(small_mnist):
     result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=1)
     parts = result.creation_seconds + result.training_seconds + result.test_seconds
     assert all(p > 0 for p in (result.creation_seconds, result.training_seconds, result.test_seconds))
-    assert parts <= result.seconds < parts + 0.05
+    assert parts <= result.seconds  # the parts lie inside the clock; no timing threshold (a busy machine)
 
 
 def test_muon_is_pytorchs_update_for_matrices_and_flattens_conv_filters():

@@ -89,12 +89,13 @@ def paired_times(reference: list, other: list) -> tuple[list[float], list[float]
 def with_ratio(row: dict, reference: list, other: list, against: str) -> dict:
     """`row` with the paired time ratio of `other`'s runs to `reference`'s: median, 95% interval, Wilcoxon p,
     the verdict the interval allows, and how many seeds paired (keys end in `_vs_{against}`)."""
-    interval = paired_ratio_interval(*paired_times(reference, other))
+    theirs, mine = paired_times(reference, other)
+    interval = paired_ratio_interval(theirs, mine)
     return {**row, f"median_time_ratio_vs_{against}": interval["median"],
             f"time_ratio_ci95_vs_{against}": interval["ci95"],
             f"time_ratio_wilcoxon_p_vs_{against}": interval["wilcoxon_p"],
             f"time_verdict_vs_{against}": verdict(interval),
-            f"paired_seeds_vs_{against}": len(paired_times(reference, other)[0])}
+            f"paired_seeds_vs_{against}": len(theirs)}
 
 
 def summary_rows(recipes: list[Recipe], results: dict[str, list]) -> list[dict]:
