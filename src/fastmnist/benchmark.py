@@ -7,10 +7,12 @@ import torch
 
 from fastmnist.data import Mnist
 from fastmnist.errors import FastMnistError
+from fastmnist.ledger import definition
 from fastmnist.machine import describe, machine_info
 from fastmnist.recipes import Recipe
 from fastmnist.records import bench_report
 from fastmnist.runner import Runner
+from fastmnist.seeds import describe_seeds
 from fastmnist.store import job_key, run_jobs, this_worker
 from fastmnist.trainer import RunResult
 
@@ -26,8 +28,9 @@ def distinct(recipes: list[Recipe]) -> list[Recipe]:
 
 
 def benchmark(recipes: list[Recipe], seeds: list[int], mnist: Mnist, device: torch.device, progress: bool = True,
-              on_run=None) -> dict:
-    """The seeds in turn, recipes interleaved within each seed, in this process."""
+              on_run=None, uses: dict | None = None) -> dict:
+    """The seeds in turn, recipes interleaved within each seed, in this process (`uses`: each recipe's seed
+    use from the seed ledger)."""
     distinct(recipes)
     runner = Runner(mnist, device)
     results = runner.run_interleaved(recipes, seeds, progress, on_run)
@@ -35,18 +38,24 @@ def benchmark(recipes: list[Recipe], seeds: list[int], mnist: Mnist, device: tor
         "data_load_seconds": mnist.load_seconds,
         "prepare_seconds": {r.name: runner.data(r).seconds for r in recipes},
         "warmup_seconds": {r.name: runner.warm(r) for r in recipes},
-        "capture_seconds": {r.name: runner.captures[r.name] for r in recipes}})
+        "capture_seconds": {r.name: runner.captures[r.name] for r in recipes}}, uses=uses)
 
 
 def bench_study_name(recipes: list[Recipe]) -> str:
     return "bench|" + "|".join(r.name for r in recipes)
 
 
+def seed_job(recipes: list[Recipe], seed: int) -> str:
+    """A shared bench's job: one seed of these exact definitions (an edited recipe is a new job, never a
+    stored run of the old one)."""
+    return job_key(seed=seed, definitions=[definition(r) for r in recipes])
+
+
 def shared_benchmark(recipes: list[Recipe], seeds: list[int], store, runner: Runner | None, on_start=None,
-                     on_result=None, on_wait=None) -> dict:
+                     on_result=None, on_wait=None, uses: dict | None = None) -> dict:
     """The seeds shared by every worker on the store: each claims a seed and runs every recipe for it,
     interleaved on its own machine. With no runner, nothing runs: the report is made from what the store
-    holds."""
+    holds of these seeds. Either way the report holds exactly the seeds asked for."""
     distinct(recipes)
     if runner is not None:
         here = machine_info(runner.device, peaks=True)  # measured where the runs are, once per worker
@@ -57,18 +66,22 @@ def shared_benchmark(recipes: list[Recipe], seeds: list[int], store, runner: Run
                     "runs": [results[r.name][0].record() for r in recipes], "machine": here,
                     "worker": this_worker(),
                     "excluded_seconds": {r.name: runner.excluded_seconds(r) for r in recipes}}
-        _, ran = run_jobs(store, {job_key(seed=seed): ({}, seed) for seed in seeds}, run_seed, on_start,
+        _, ran = run_jobs(store, {seed_job(recipes, seed): ({}, seed) for seed in seeds}, run_seed, on_start,
                           on_result, on_wait)
-        return {**stored_bench_report(recipes, store), "seeds_total": len(seeds), "seeds_run_here": ran}
-    return stored_bench_report(recipes, store)
+        return {**stored_bench_report(recipes, store, seeds, uses), "seeds_total": len(seeds), "seeds_run_here": ran}
+    return stored_bench_report(recipes, store, seeds, uses)
 
 
-def stored_bench_report(recipes: list[Recipe], store) -> dict:
-    """Every finished seed in the store, whichever worker ran it, as one bench report; the machine is the
-    one that ran the seeds (the first of them when several did, all of them under `machines`)."""
-    trials = sorted((t for t in store.finished() if "runs" in t.user_attrs), key=lambda t: t.user_attrs["seed"])
+def stored_bench_report(recipes: list[Recipe], store, seeds: list[int], uses: dict | None = None) -> dict:
+    """The asked seeds' finished runs of these definitions, whichever worker ran them, as one bench report
+    (other seeds and other definitions in the study are neither shown nor counted); the machine is the one
+    that ran the seeds (the first of them when several did, all of them under `machines`)."""
+    wanted = {seed_job(recipes, seed) for seed in seeds}
+    trials = sorted((t for t in store.finished() if "runs" in t.user_attrs and t.user_attrs.get("job") in wanted),
+                    key=lambda t: t.user_attrs["seed"])
     if not trials:
-        raise FastMnistError(f"the study {store.study.study_name!r} holds no finished runs yet")
+        raise FastMnistError(f"the study {store.study.study_name!r} holds no finished runs of these recipes "
+                             f"for seeds {describe_seeds(seeds)} yet")
     results = {r.name: [] for r in recipes}
     machines: dict[str, dict] = {}
     for trial in trials:
@@ -85,5 +98,10 @@ def stored_bench_report(recipes: list[Recipe], store) -> dict:
         worker = trial.user_attrs.get("worker", "?")
         entry["workers"][worker] = entry["workers"].get(worker, 0) + 1
     listed = list(machines.values())
-    return bench_report(recipes, results, listed[0]["machine"], {"excluded_seconds_by_seed": {
-        t.user_attrs["seed"]: t.user_attrs["excluded_seconds"] for t in trials}}, listed)
+    report = bench_report(recipes, results, listed[0]["machine"], {"excluded_seconds_by_seed": {
+        t.user_attrs["seed"]: t.user_attrs["excluded_seconds"] for t in trials}}, listed, uses)
+    missing = sorted(set(seeds) - {t.user_attrs["seed"] for t in trials})
+    if missing:
+        report["notes"] = [f"{len(missing)} of the {len(seeds)} seeds asked for are not finished in the store yet: "
+                           f"{describe_seeds(missing)}"]
+    return report

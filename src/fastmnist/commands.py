@@ -16,6 +16,7 @@ import torch
 
 from fastmnist.data import Mnist
 from fastmnist.errors import FastMnistError
+from fastmnist.ledger import entry as ledger_entry
 from fastmnist.machine import load_average, load_span, machine_info
 from fastmnist.provenance import redact
 from fastmnist.recipes import Recipe
@@ -80,20 +81,28 @@ def bench(recipes: list[Recipe], seeds: list[int], load: Load, storage: str | No
 
     if report_only and not storage:
         raise FastMnistError("--report reads a shared bench: give its --storage URL (and --study if named)")
+    from fastmnist.ledger import Ledger
+
     start = load_average()
     asked = {r.name: name for r, name in zip(recipes, asked_as or []) if r.name != name and ".py:" not in name}
+    ledger = Ledger(storage)  # a bad URL is one line before any data is loaded
+    uses = {r.name: ledger.seed_use(r, seeds) for r in recipes}
     if not storage:
         device, mnist = load()
-        return with_load({**benchmark(recipes, seeds, mnist, device, progress, on_run), "asked_as": asked}, start)
+        report = benchmark(recipes, seeds, mnist, device, progress, on_run, uses)
+        ledger.add([ledger_entry(r, seeds, uses[r.name][0], "bench", "") for r in recipes])
+        return with_load({**report, "asked_as": asked}, start)
     from fastmnist.store import open_store
 
     study = study or bench_study_name(recipes)
-    store = open_store(storage, study, stale_after)  # a bad URL is one line before any data is loaded
+    store = open_store(storage, study, stale_after)
     runner = None
     if not report_only:
         device, mnist = load()
         runner = Runner(mnist, device)
-    report = shared_benchmark(recipes, seeds, store, runner, on_start, on_wait=on_wait)
+    report = shared_benchmark(recipes, seeds, store, runner, on_start, on_wait=on_wait, uses=uses)
+    if not report_only:
+        ledger.add([ledger_entry(r, seeds, uses[r.name][0], "bench", f"study {study!r}") for r in recipes])
     return with_load({**report, "study": study, "storage": redact(storage), "asked_as": asked}, start)
 
 
@@ -153,8 +162,13 @@ def ladder(stages: list[Recipe], seeds: list[int], load: Load, out_dir: str | Pa
             check_writable(out_dir / name, "--out")
         if on_plan:
             on_plan(expected_duration(stages, len(seeds), out_dir))
+        from fastmnist.ledger import Ledger
+
+        ledger = Ledger()
+        uses = {r.name: ledger.seed_use(r, seeds) for r in stages}
         device, mnist = load()
-        report = run_ladder(stages, seeds, mnist, device, out_dir, progress, on_epoch)
+        report = run_ladder(stages, seeds, mnist, device, out_dir, progress, on_epoch, uses)
+        ledger.add([ledger_entry(r, seeds, uses[r.name][0], "ladder", str(out_dir)) for r in stages])
     except BaseException:
         if made and not any(out_dir.iterdir()):
             out_dir.rmdir()

@@ -1,6 +1,7 @@
 """How the data is laid out for a run: per-sample datasets (stages 0-2) or whole normalised tensors on the
-device (stage 3 on), each run's training order, and how an epoch is cut into batches. All of it is done
-before the clock starts.
+device (stage 3 on), each run's training order, and how an epoch is cut into batches. The order is drawn
+before the clock starts, on both paths; per sample, the DataLoader's per-image work stays in the clock, as
+it was the original's cost.
 
 A seed is a whole try: it decides the initial weights and the order of the training images, so the subset
 too where a recipe trains on part of them. In memory, the normalised set is kept in file order and each run
@@ -13,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fastmnist.data import MEAN, STD, Mnist
 from fastmnist.device import sync
@@ -63,29 +64,67 @@ class PreparedData:
     seconds: float  # preparation time, reported beside the timed figure
     file_order: tuple | None = None  # in memory: (images, labels) in the files' order, what each order draws from
 
+    epoch_orders: list[np.ndarray] = field(default_factory=list)  # per-sample: the run's epochs, next first
+
     def lay_out(self, recipe: Recipe, seed: int) -> tuple[str, float]:
-        """Write this run's training order into the training buffers, in place (before the clock). Returns
-        the order's fingerprint (of the images an epoch walks, in order) and the seconds it took."""
+        """Put this run's training order in place, before the clock: in memory, written into the training
+        buffers; per sample, every epoch's order drawn for the DataLoader's sampler (the first epoch walks
+        the seed's order, later epochs reshuffle the same subset, each on the order's stream). Returns the
+        order's fingerprint (of the images the first epoch walks, in order) and the seconds it took."""
         start = time.perf_counter()
-        n = len(self.file_order[1])
+        n = self.train_size
         order = training_order(recipe, seed, n)
-        index = torch.from_numpy(order).to(self.device)
-        for source, target in zip(self.file_order, self.train):
-            torch.index_select(source, 0, index, out=target)
-        sync(self.device)
-        return fingerprint(order[:int(n * recipe.train_fraction)]), time.perf_counter() - start
+        subset = order[:int(n * recipe.train_fraction)]
+        if self.file_order is None:
+            self.epoch_orders = [subset] + [reshuffled(subset, recipe, seed, epoch) for epoch in range(1, recipe.epochs)]
+        else:
+            index = torch.from_numpy(order).to(self.device)
+            for source, target in zip(self.file_order, self.train):
+                torch.index_select(source, 0, index, out=target)
+            sync(self.device)
+        return fingerprint(subset), time.perf_counter() - start
+
+    def next_epoch_order(self) -> np.ndarray:
+        """The per-sample path's next epoch (the DataLoader's sampler asks once an epoch)."""
+        return self.epoch_orders.pop(0)
 
     def first_train_images(self, n: int) -> torch.Tensor:
-        """The first n training images as one normalised tensor: what `init_from_data` is given. Every run
-        of a ConvNet asks, whitened or not, so the per-sample path normalises its arrays in one call rather
-        than paying its per-sample work inside the clock for nothing."""
+        """The run's first n training images as one normalised tensor: what `init_from_data` is given. Every
+        run of a ConvNet asks, whitened or not, so the per-sample path normalises its arrays in one call
+        rather than paying its per-sample work inside the clock for nothing."""
         if isinstance(self.train, TorchvisionStyleMnist):
-            return normalise(self.train.images[:n].numpy(), self.device, channels_last=False)
+            first = self.epoch_orders[0][:n] if self.epoch_orders else slice(0, n)
+            return normalise(self.train.images[first].numpy(), self.device, channels_last=False)
         return self.train[0][:n]
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train) if isinstance(self.train, Dataset) else len(self.train[1])
 
     @property
     def test_size(self) -> int:
         return len(self.test) if isinstance(self.test, Dataset) else len(self.test[1])
+
+
+class PlannedOrder(Sampler):
+    """The DataLoader's sampler on the per-sample path: each epoch walks the order `lay_out` drew for it
+    before the clock (the seed's order and subset), so no shuffle runs inside the timed run."""
+
+    def __init__(self, data: PreparedData, recipe: Recipe):
+        self.data, self.size = data, int(data.train_size * recipe.train_fraction)
+
+    def __iter__(self):
+        return iter(self.data.next_epoch_order().tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def reshuffled(subset: np.ndarray, recipe: Recipe, seed: int, epoch: int) -> np.ndarray:
+    """Epoch `epoch`'s walk of the run's subset on the per-sample path (the DataLoader reshuffles each epoch),
+    drawn on the order's stream: one draw per (seed, epoch), or per epoch alone for data_order=fixed."""
+    root = FIXED_ORDER_SEED if recipe.data_order == "fixed" else seed
+    return np.random.default_rng(np.random.SeedSequence(root, spawn_key=(ORDER_STREAM, epoch))).permutation(subset)
 
 
 def normalise(images: np.ndarray, device: torch.device | str = "cpu", channels_last: bool = False) -> torch.Tensor:
@@ -138,7 +177,7 @@ def batches_per_epoch(n: int, recipe: Recipe) -> int:
 
 def epoch_images(data: PreparedData, recipe: Recipe) -> int:
     """Training images one epoch walks: the recipe's share of the prepared set."""
-    return int(len(data.train[1]) * recipe.train_fraction)
+    return int(data.train_size * recipe.train_fraction)
 
 
 def memory_batches(data: PreparedData, recipe: Recipe, warmup: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -155,9 +194,8 @@ def train_batches(data: PreparedData, recipe: Recipe, seed: int, warmup: bool):
     """An epoch's batches (a function that yields them) and the full epoch's batch count."""
     if recipe.data_path == "dataloader":
         cuda = data.device.type == "cuda"
-        loader = DataLoader(data.train, batch_size=recipe.batch_size, shuffle=True, drop_last=recipe.drop_last,
-                            generator=torch.Generator().manual_seed(seed),
-                            num_workers=1 if cuda else 0, pin_memory=cuda)
+        loader = DataLoader(data.train, batch_size=recipe.batch_size, sampler=PlannedOrder(data, recipe),
+                            drop_last=recipe.drop_last, num_workers=1 if cuda else 0, pin_memory=cuda)
 
         def epoch():
             for i, (x, y) in enumerate(loader):

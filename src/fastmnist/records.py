@@ -17,7 +17,7 @@ from fastmnist.models import NetSpec, flops_per_image
 from fastmnist.provenance import provenance
 from fastmnist.recipes import Recipe
 from fastmnist.seeds import describe_seeds, seed_use
-from fastmnist.stats import paired_ratio_interval, summarize, verdict
+from fastmnist.stats import claim_status, paired_ratio_interval, summarize, verdict
 
 TIMED = "model creation, training, test evaluation (as each recipe says)"
 NOT_TIMED = ("data loading/verification, preparation into tensors, drawing and writing each run's training order "
@@ -55,15 +55,18 @@ def as_ran(values: list[str]) -> str:
     return distinct[0] if len(distinct) == 1 else "+".join(distinct)
 
 
-def summary_row(recipe: Recipe, runs: list) -> dict:
-    """The statistics of one recipe's runs, its work in FLOPs, the rate achieved, and the precision and
-    engine the runs recorded."""
+def summary_row(recipe: Recipe, runs: list, use: tuple[str, str] | None = None) -> dict:
+    """The statistics of one recipe's runs, whether they can carry a claim, its work in FLOPs, the rate
+    achieved, and the precision and engine the runs recorded. `use`: what the seed ledger says the seeds
+    are for this recipe (ledger.Ledger.seed_use); without one, the seeds' range decides."""
     row = {"recipe": recipe.name,
            **summarize([r.accuracy for r in runs], [r.seconds for r in runs], recipe.target)}
     seeds = [r.seed for r in runs]
     orders = [r.data_order for r in runs]
-    row.update({"seeds": describe_seeds(seeds), "seed_use": seed_use(seeds),
+    use = use or (seed_use(seeds), "decided by the seeds' range alone (no seed ledger was read)")
+    row.update({"seeds": describe_seeds(seeds), "seed_use": use[0], "seed_use_why": use[1],
                 "distinct_data_orders": len(set(orders))})
+    row["claim"] = claim_status(row, use[0])
     flops = float(np.mean([run_flops(recipe, r) for r in runs]))
     row.update({
         "diverged": int(sum(r.diverged for r in runs)),
@@ -88,30 +91,38 @@ def paired_times(reference: list, other: list) -> tuple[list[float], list[float]
 
 def with_ratio(row: dict, reference: list, other: list, against: str) -> dict:
     """`row` with the paired time ratio of `other`'s runs to `reference`'s: median, 95% interval, Wilcoxon p,
-    the verdict the interval allows, and how many seeds paired (keys end in `_vs_{against}`)."""
+    the verdict the interval allows, and how many seeds paired (keys end in `_vs_{against}`): the interval is
+    the order-statistic one (stats.median_interval), with its exact coverage, and the p the sign test's."""
     theirs, mine = paired_times(reference, other)
     interval = paired_ratio_interval(theirs, mine)
     return {**row, f"median_time_ratio_vs_{against}": interval["median"],
             f"time_ratio_ci95_vs_{against}": interval["ci95"],
-            f"time_ratio_wilcoxon_p_vs_{against}": interval["wilcoxon_p"],
+            f"time_ratio_ci_coverage_vs_{against}": interval["coverage"],
+            f"time_ratio_sign_p_vs_{against}": interval["sign_p"],
             f"time_verdict_vs_{against}": verdict(interval),
             f"paired_seeds_vs_{against}": len(theirs)}
 
 
-def summary_rows(recipes: list[Recipe], results: dict[str, list]) -> list[dict]:
+def summary_rows(recipes: list[Recipe], results: dict[str, list],
+                 uses: dict[str, tuple[str, str]] | None = None) -> list[dict]:
     """Each recipe's summary row, with its paired time ratio against the first recipe, seed by seed."""
     reference = results[recipes[0].name]
-    return [with_ratio(summary_row(r, results[r.name]), reference, results[r.name], "first") for r in recipes]
+    return [with_ratio(summary_row(r, results[r.name], (uses or {}).get(r.name)), reference, results[r.name], "first")
+            for r in recipes]
 
 
 def bench_report(recipes: list[Recipe], results: dict[str, list], machine: dict, timing: dict,
-                 machines: list[dict] | None = None) -> dict:
+                 machines: list[dict] | None = None, uses: dict[str, tuple[str, str]] | None = None) -> dict:
     """The bench report from runs grouped by recipe, each list in the same seed order, so that the i-th
-    runs of two recipes are a pair measured back to back on one machine."""
+    runs of two recipes are a pair measured back to back on one machine. `uses`: each recipe's seed use from
+    the seed ledger; the report's own is tuning when any recipe's is."""
     seeds = [r.seed for r in results[recipes[0].name]]
-    report = {**envelope("bench", machine, recipes), "seeds": describe_seeds(seeds), "seed_use": seed_use(seeds),
+    summary = summary_rows(recipes, results, uses)
+    use = "tuning" if any(row["seed_use"] == "tuning" for row in summary) else "claim"
+    report = {**envelope("bench", machine, recipes), "seeds": describe_seeds(seeds), "seed_use": use,
+              "seed_ledger": uses is not None,
               "timing": {"includes": TIMED, "excludes": NOT_TIMED, **timing},
-              "summary": summary_rows(recipes, results),
+              "summary": summary,
               "runs": [r.record() for recipe in recipes for r in results[recipe.name]]}
     if machines is not None:
         report["machines"] = machines
@@ -212,5 +223,24 @@ def resummarised(report: dict) -> dict:
         if unpaired:
             notes.append(f"unpaired: seeds {', '.join(map(str, unpaired))} ran for only one of {names[0]} and "
                          f"{name}; the ratio pairs the {len(seeds[name] & seeds[names[0]])} seeds both ran")
-    return {**report, "summary": summary_rows(recipes, results), "notes": notes,
+    uses = {row["recipe"]: (row["seed_use"], row["seed_use_why"]) for row in summary
+            if isinstance(row, dict) and "seed_use_why" in row} if report.get("seed_ledger") else None
+    notes += missing_guarantees(report, results)
+    return {**report, "summary": summary_rows(recipes, results, uses), "notes": notes,
             "summary_provenance": provenance()}
+
+
+def missing_guarantees(report: dict, results: dict[str, list]) -> list[str]:
+    """What an older file cannot promise that today's bench does: seeds checked against the seed ledger, and a
+    data order of each seed's own."""
+    notes = []
+    if not report.get("seed_ledger"):
+        notes.append("made before the seed ledger: whether a sweep or search used these seeds is unknown; "
+                     "'claim' below comes from the seeds' range alone")
+    for name, runs in results.items():
+        orders = {r.data_order for r in runs}
+        if "" in orders or len(orders) < len(runs):
+            notes.append(f"{name}: {len(runs)} seeds walked {len(orders) - ('' in orders) or 'no recorded'} "
+                         f"data order(s): a seed varied its weights only, not its data order (data_order=fixed, or "
+                         f"a file made before each seed drew its own order)")
+    return notes

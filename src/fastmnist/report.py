@@ -14,7 +14,7 @@ from fastmnist.models import NetSpec
 from fastmnist.output import save_figure, write_results, write_text
 from fastmnist.recipes import RECIPES, Recipe, changes_from_parent
 from fastmnist.records import recipe_record
-from fastmnist.stats import format_p, format_ratio, plus_minus
+from fastmnist.stats import ALPHA, CLAIM_RUNS, MIN_PAIRS, format_p, format_ratio, format_share, plus_minus
 
 # The original study's own times (docs/ladder.md, GTX 1660 Ti laptop GPU): its claims, shown beside ours.
 ORIGINAL_GPU_SECONDS = {"stage0": 172.0, "stage1": 57.4, "stage2": 30.3, "stage3": 7.31, "stage4": 4.66,
@@ -47,12 +47,14 @@ def bench_table(report: dict) -> str:
              for row in report["summary"]}
     width = max(12, *(len(text) for text in label.values()))
     target = report["summary"][0]["target"]
-    lines = [f"{'recipe':<{width}} {'runs':>4} {'accuracy %':>15} {f'>={target:g}%':>6} {'p':>6} {'seconds':>15} "
+    lines = [f"{'recipe':<{width}} {'runs':>4} {'accuracy %':>15} {f'>={target:g}%':>6} {'p':>6} {'replicates':>10} "
+             f"{'seconds':>15} "
              f"{'median s':>9} {'ratio [95% CI]':>18} {'TFLOP':>6} {'GFLOP/s':>8}  precision, engine"]
     for row in report["summary"]:
         lines.append(
             f"{label[row['recipe']]:<{width}} {row['runs']:>4} {plus_minus(row['accuracy_mean'], row['accuracy_std']):>15} "
             f"{100 * row['share_reaching_target']:>5.0f}% {format_p(row.get('p_value')):>6} "
+            f"{format_share(row.get('replication_probability')):>10} "
             f"{plus_minus(row['seconds_mean'], row['seconds_std']):>15} "
             f"{row['seconds_median']:>9.2f} {ratio_text(row, 'first'):>18} "
             f"{row['tflop_per_run']:>6.3f} {row['gflop_per_s']:>8.1f}  {row.get('precision', '?')}, "
@@ -73,10 +75,20 @@ def bench_table(report: dict) -> str:
                      + ")")
     lines += [f"note: {note}" for note in report.get("notes", [])]
     seeds = f"seeds {report['seeds']} ({report.get('seed_use', '?')}), " if "seeds" in report else ""
-    lines.append(f"{seeds}each its own weights and data order; ratio: median over seeds of (recipe time / first "
-                 "recipe time), each pair run back to back on one machine, with its 95% bootstrap interval (faster "
-                 "only when it lies below 1); p: one-sided t-test over the seeds that the mean accuracy reaches the "
-                 "target")
+    own_orders = all(row.get("distinct_data_orders") == row["runs"] for row in report["summary"])
+    lines.append(f"{seeds}" + ("each its own weights and data order" if own_orders else
+                               "each its own weights (not each its own data order: see the notes)")
+                 + f"; ratio: median over seeds of (recipe time / first recipe time), each pair run back to back "
+                   f"on one machine, with the order-statistic 95% interval of that median (exact at any number of "
+                   f"pairs; none below {MIN_PAIRS}; faster only when it lies below 1); p: one-sided t-test over the "
+                   f"seeds that the mean accuracy reaches the target; replicates: the estimated chance that a fresh "
+                   f"{CLAIM_RUNS}-seed bench reaches p < {ALPHA:g} (docs/statistics.md)")
+    lines += [f"{row['recipe']}: {row['claim']}" + (f" [seeds: {row['seed_use_why']}]"
+                                                    if row.get("seed_use") == "tuning" else "")
+              for row in report["summary"] if "claim" in row]
+    blocks = [(row["recipe"], row.get("block_p_values") or []) for row in report["summary"]]
+    lines += [f"{name}: p of each {CLAIM_RUNS}-seed block: {', '.join(format_p(p) for p in ps)}"
+              for name, ps in blocks if len(ps) > 1]
     return "\n".join(lines)
 
 
@@ -114,9 +126,10 @@ def ladder_markdown(report: dict) -> str:
     stages = report["stages"]
     names = list(stages)
     first = stages[names[0]]["summary"]["seconds_mean"]
-    rows = ["| stage | what changed | epochs | accuracy % (mean +- std) | runs >= target | p | seconds (mean +- std) "
-            "| x vs first | time vs parent [95% CI] | TFLOP/run | GFLOP/s | x above floor | original's GPU s |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| stage | what changed | epochs | accuracy % (mean +- std) | runs >= target | p | replicates "
+            "| seconds (mean +- std) | x vs first | time vs parent [95% CI] | TFLOP/run | GFLOP/s | x above floor "
+            "| original's GPU s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in names:
         s = stages[name]["summary"]
         stale = " (stale: definition changed since)" if is_stale(name, stages[name]) else ""
@@ -129,7 +142,8 @@ def ladder_markdown(report: dict) -> str:
         rows.append(
             f"| {name} | {what_changed(name, stages[name])}{stale} | {s['epochs_mean']:.1f} "
             f"| {plus_minus(s['accuracy_mean'], s['accuracy_std'], 3)} | {s['share_reaching_target'] * 100:.0f}% "
-            f"of {s['runs']} | {format_p(s.get('p_value'))} | {plus_minus(s['seconds_mean'], s['seconds_std'])} "
+            f"of {s['runs']} | {format_p(s.get('p_value'))} | {format_share(s.get('replication_probability'))} "
+            f"| {plus_minus(s['seconds_mean'], s['seconds_std'])} "
             f"| {first / s['seconds_mean']:.1f} | {vs_parent} | {s['tflop_per_run']:.3f} | {s['gflop_per_s']:.1f} | {floor} | {original or '-'} |")
     machines = {describe(stage["machine"]) for stage in stages.values()}
     machine = stages[names[-1]]["machine"]
@@ -142,8 +156,9 @@ def ladder_markdown(report: dict) -> str:
              "timed: data loading, preparation, each run's data order, one short warm-up run per stage. Seeds: "
              f"{', '.join(sorted({stages[n]['summary'].get('seeds', '?') for n in names}))}, each its own weights "
              "and data order; stages run interleaved seed by seed, so a stage and its parent pair up (time vs "
-             "parent: median of the paired ratios, 95% bootstrap interval, 'faster' only when it lies below 1). "
-             "p: one-sided t-test that the mean reaches the target. Floor: the run's FLOPs at this "
+             "parent: median of the paired ratios, its order-statistic 95% interval, 'faster' only when it lies "
+             "below 1). p: one-sided t-test that the mean reaches the target; replicates: the estimated chance "
+             f"that a fresh {CLAIM_RUNS}-seed bench reaches p < {ALPHA:g}. Floor: the run's FLOPs at this "
              f"machine's best matmul rate in the precision the stage ran ({peaks_text(machine)} GFLOP/s). "
              "The last column is the original study's own GTX 1660 Ti figure (docs/ladder.md)."]
     return "\n".join(rows) + "\n"

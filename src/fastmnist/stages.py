@@ -69,9 +69,10 @@ def estimated_tflop(recipe: Recipe) -> float:
 
 
 def run_ladder(stages: list[Recipe], seeds: list[int], mnist, device, out_dir: Path, progress: bool = True,
-               on_epoch=None) -> dict:
+               on_epoch=None, uses: dict | None = None) -> dict:
     """One warm-up per stage, then for each seed every stage in turn (A B A B ...), so a stage and its parent
-    pair up seed by seed on the same machine load. The JSON is rewritten after every seed."""
+    pair up seed by seed on the same machine load. The JSON is rewritten after every seed. `uses`: each
+    stage's seed use from the seed ledger."""
     path = Path(out_dir) / "ladder.json"
     report = load_ladder(path) if path.is_file() else {"kind": "ladder", "stages": {}}
     runner = Runner(mnist, device, on_epoch=on_epoch)
@@ -87,17 +88,18 @@ def run_ladder(stages: list[Recipe], seeds: list[int], mnist, device, out_dir: P
                 stages, [seed], on_run=lambda result: bar.update(estimated_tflop(by_name[result.recipe]))).items():
             results[name] += runs
         for recipe in stages:
-            report["stages"][recipe.name] = stage_record(recipe, results, runner, machine, load_start)
+            report["stages"][recipe.name] = stage_record(recipe, results, runner, machine, load_start,
+                                                         (uses or {}).get(recipe.name))
         report["stages"] = dict(sorted(report["stages"].items(), key=lambda kv: ladder_position(kv[0])))
         write_or_fallback(path, lambda target: write_json(target, report), "the ladder's runs")
     bar.close()
     return report
 
 
-def stage_record(recipe: Recipe, results: dict, runner: Runner, machine: dict, load_start) -> dict:
+def stage_record(recipe: Recipe, results: dict, runner: Runner, machine: dict, load_start, use=None) -> dict:
     """A stage's runs and summary; with its parent run beside it, the paired time ratio to the parent."""
     runs = results[recipe.name]
-    summary = summary_row(recipe, runs)
+    summary = summary_row(recipe, runs, use)
     if recipe.parent in results:
         summary = with_ratio(summary, results[recipe.parent], runs, "parent")
     head = envelope("ladder-stage", machine, [recipe])

@@ -81,10 +81,7 @@ def train_run(recipe: Recipe, data: PreparedData, seed: int, warmup: bool = Fals
         if engine is None:
             engine = make_engine(recipe, data)
             engine.build()
-        if data.file_order is None:  # per-sample: the DataLoader shuffles each epoch from a generator of the seed
-            order, order_seconds = f"dataloader seed {seed}", 0.0
-        else:
-            order, order_seconds = data.lay_out(recipe, seed)
+        order, order_seconds = data.lay_out(recipe, seed)
         result = timed_run(recipe, data, seed, warmup, on_epoch, engine)
         result.data_order, result.order_seconds = order, order_seconds
         return result
