@@ -3,7 +3,10 @@ workers on a store (each seed's recipes always on one machine, so a paired ratio
 
 from __future__ import annotations
 
+import time
+
 import torch
+from tqdm import tqdm
 
 from fastmnist.data import Mnist
 from fastmnist.errors import FastMnistError
@@ -28,17 +31,58 @@ def distinct(recipes: list[Recipe]) -> list[Recipe]:
 
 
 def benchmark(recipes: list[Recipe], seeds: list[int], mnist: Mnist, device: torch.device, progress: bool = True,
-              on_run=None, uses: dict | None = None) -> dict:
-    """The seeds in turn, recipes interleaved within each seed, in this process (`uses`: each recipe's seed
-    use from the seed ledger)."""
+              on_run=None, uses: dict | None = None, resumed: dict | None = None, on_seed=None,
+              on_plan=None) -> dict:
+    """The seeds in turn, recipes interleaved within each seed, in this process. `uses`: each recipe's seed
+    use from the seed ledger; `resumed`: {seed: {recipe name: RunResult}} kept from an interrupted bench, not
+    run again; `on_seed(report)` sees the report so far after every seed (to keep it), `on_plan(seconds)` the
+    expected duration once the first seed has run."""
     distinct(recipes)
     runner = Runner(mnist, device)
-    results = runner.run_interleaved(recipes, seeds, progress, on_run)
-    return bench_report(recipes, results, machine_info(device, peaks=True), {
-        "data_load_seconds": mnist.load_seconds,
-        "prepare_seconds": {r.name: runner.data(r).seconds for r in recipes},
-        "warmup_seconds": {r.name: runner.warm(r) for r in recipes},
-        "capture_seconds": {r.name: runner.captures[r.name] for r in recipes}}, uses=uses)
+    machine = machine_info(device, peaks=True)
+    for recipe in recipes:
+        runner.warm(recipe)
+    resumed = resumed or {}
+    results: dict[str, list] = {r.name: [] for r in recipes}
+
+    def report() -> dict:
+        return bench_report(recipes, results, machine, {
+            "data_load_seconds": mnist.load_seconds,
+            "prepare_seconds": {r.name: runner.data(r).seconds for r in recipes},
+            "warmup_seconds": {r.name: runner.warm(r) for r in recipes},
+            "capture_seconds": {r.name: runner.captures[r.name] for r in recipes}}, uses=uses)
+
+    to_run = [s for s in seeds if s not in resumed]
+    bar = tqdm(total=len(to_run) * len(recipes), desc="runs", unit="run", disable=not progress, leave=False)
+    started = time.perf_counter()
+    for seed in seeds:
+        if seed in resumed:
+            for recipe in recipes:
+                results[recipe.name].append(resumed[seed][recipe.name])
+            continue
+        ran = runner.run_interleaved(recipes, [seed], on_run=lambda result: (bar.update(), on_run and on_run(result)))
+        for name, runs in ran.items():
+            results[name] += runs
+        if on_plan and seed == to_run[0]:
+            on_plan((time.perf_counter() - started) * len(to_run))
+        if on_seed:
+            on_seed(report())
+    bar.close()
+    return report()
+
+
+def resumable_runs(stored: dict, recipes: list[Recipe], seeds: list[int]) -> dict:
+    """From a partial bench file (`stored`), the runs of the seeds asked for whose every recipe ran with the
+    same definition: {seed: {recipe name: RunResult}}; nothing when the file is another bench."""
+    if not (isinstance(stored, dict) and stored.get("kind") == "bench" and stored.get("partial")):
+        return {}
+    if stored.get("definitions") != {r.name: definition(r) for r in recipes}:
+        return {}
+    by_seed: dict[int, dict] = {}
+    for run in stored.get("runs", []):
+        by_seed.setdefault(run["seed"], {})[run["recipe"]] = RunResult(**run)
+    names = {r.name for r in recipes}
+    return {seed: runs for seed, runs in by_seed.items() if seed in set(seeds) and set(runs) == names}
 
 
 def bench_study_name(recipes: list[Recipe]) -> str:

@@ -173,6 +173,9 @@ def cmd_recipes(args) -> int:
     return 0
 
 
+LONG_BENCH_SECONDS = 180  # a bench expected to take longer says so even with --quiet
+
+
 def show_bench(report: dict, out: str | None) -> int:
     """The bench table on stdout (first: a full disk cannot take it away), then the JSON where asked."""
     from fastmnist.output import write_json, write_or_fallback
@@ -195,13 +198,28 @@ def cmd_bench(args) -> int:
     if args.out:
         check_writable(args.out, "--out")
     say = (lambda text: None) if args.quiet else stderr
-    report = commands.bench(
-        recipes, seeds, lambda: setup(args), storage=args.storage, study=args.study, stale_after=args.stale_after,
-        report_only=args.report, progress=not args.quiet,
-        on_start=lambda point, seed: say(f"bench: running seed {seed} ({len(recipes)} recipe(s))"),
-        on_wait=lambda count: say(f"bench: waiting for {count} seed(s) held by other workers; a worker "
-                                  f"that stops beating is taken as gone after {args.stale_after:g} s"),
-        asked_as=args.recipes)
+    kept = {"seeds": 0}
+
+    def plan(seconds: float) -> None:
+        if seconds > LONG_BENCH_SECONDS or not args.quiet:  # a long bench is announced, --quiet or not
+            stderr(f"bench: about {seconds / 60:.0f} min for {len(seeds)} seed(s), from the first seed's time"
+                   + (f"; Ctrl-C keeps the finished seeds in {args.out}, and the same command continues"
+                      if args.out else "; give --out FILE.json to keep finished seeds if it is interrupted"))
+
+    try:
+        report = commands.bench(
+            recipes, seeds, lambda: setup(args), storage=args.storage, study=args.study, stale_after=args.stale_after,
+            report_only=args.report, progress=not args.quiet,
+            on_start=lambda point, seed: say(f"bench: running seed {seed} ({len(recipes)} recipe(s))"),
+            on_wait=lambda count: say(f"bench: waiting for {count} seed(s) held by other workers; a worker "
+                                      f"that stops beating is taken as gone after {args.stale_after:g} s"),
+            asked_as=args.recipes, out=None if args.storage else args.out, on_plan=plan,
+            on_run=lambda result: kept.update(seeds=kept["seeds"] + (result.recipe == recipes[-1].name)),
+            on_resume=lambda count: stderr(f"bench: continuing {args.out}: {count} seed(s) already there"))
+    except (KeyboardInterrupt, Terminated):
+        if args.out and not args.storage and kept["seeds"]:
+            stderr(f"bench: the finished seeds are kept in {args.out} (marked partial); the same command continues")
+        raise
     if "seeds_run_here" in report:
         say(f"bench: {report['seeds_total']} seed(s) in this bench, {report['seeds_run_here']} run now by this "
             f"worker, {report['seeds_total'] - report['seeds_run_here']} reused from the store (run earlier, or by "
@@ -268,27 +286,25 @@ def cmd_search(args) -> int:
     from pathlib import Path
 
     from fastmnist import commands
-    from fastmnist.output import check_folder
+    from fastmnist.frontier import SeedPlan
     from fastmnist.recipes import get_recipe
 
     recipe, reference = get_recipe(args.recipe), get_recipe(args.reference)
     seeds = chosen_seeds(args, TUNING_FIRST_SEED)
-    extra = list(range(seeds[-1] + 1, seeds[-1] + 1 + args.extra_runs))
-    out_dir = check_folder(Path(args.out), "--out")
+    plan = SeedPlan(look=min(args.look, len(seeds)), max_seeds=len(seeds), alpha=args.alpha)
     say = (lambda text: None) if args.quiet else stderr
 
     def show(table: str, record: dict) -> None:
         print(table)
-        best = record["best"]
-        print(f"best: trial {best['trial']}, written to {out_dir / 'best.py'} (bench it on fresh seeds before any "
-              f"claim)" if best else f"no trial met the constraint (p < {args.alpha:g}) yet")
+        print(record["best"] + (f", written to {Path(args.out) / 'best.py'}" if record["verification"]["best"] else ""))
     _, written = commands.search(
-        recipe, args.recipe, reference, args.space, seeds, extra, lambda: setup(args), args.trials,
-        sampler=args.sampler, target=args.target, alpha=args.alpha,
-        storage=args.storage or f"sqlite:///{out_dir / 'search.db'}", study=args.study,
-        stale_after=args.stale_after, out_dir=out_dir, show=show,
+        recipe, reference, args.space, seeds, lambda: setup(args), args.trials, sampler=args.sampler,
+        target=args.target, plan=plan, verify_seeds=args.verify_seeds, verify_top=args.verify_top,
+        storage=args.storage, study=args.study, stale_after=args.stale_after, out_dir=args.out, show=show,
         on_trial=lambda number, point: say(f"search: trial {number}: "
-                                           f"{', '.join(f'{k}={v}' for k, v in point.items())}"))
+                                           f"{', '.join(f'{k}={v}' for k, v in point.items())}"),
+        on_verify=lambda count, block: stderr(f"search: verifying the {count} fastest feasible trial(s) on fresh "
+                                              f"seeds {block[0]}-{block[-1]}"))
     print(f"wrote {', '.join(map(str, written))}")
     return 0
 
@@ -426,15 +442,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "train_fraction=0.8,0.9,1.0 (repeatable; network fields too)")
     p.add_argument("--trials", type=positive_int, default=20, help="finished trials the study should hold: "
                    "a rerun resumes towards it (default: 20)")
-    add_seed_args(p, 3, "per trial", TUNING_FIRST_SEED, "tuning")
-    p.add_argument("--extra-runs", type=bounded_nonnegative, default=3, metavar="N",
-                   help="more seeds for a trial that meets the constraint on its first ones (default: 3)")
+    add_seed_args(p, 12, "a trial runs at most: its verdict, feasible or not, comes at the last", TUNING_FIRST_SEED,
+                  "tuning")
+    p.add_argument("--look", type=positive_int, default=4, metavar="N",
+                   help="seeds between two checks of a trial: one shown below the target is pruned (default: 4)")
     p.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default="tpe",
-                   help="Optuna's sampler: tpe minimises the time ratio under the accuracy constraint; nsga2 and "
-                        "random keep the front of time against accuracy (default: tpe)")
+                   help="Optuna's sampler: tpe minimises the time ratio of feasible trials; nsga2 and random keep "
+                        "the front of time against accuracy (default: tpe)")
     p.add_argument("--target", type=float, default=99.0, help="accuracy %% the mean must reach (default: 99.0)")
-    p.add_argument("--alpha", type=float, default=0.01, help="the constraint: one-sided p that the mean reaches "
-                   "the target below this (default: 0.01)")
+    p.add_argument("--alpha", type=float, default=0.04, help="a trial is feasible when the one-sided p that its "
+                   "mean reaches the target is below this at its last seed (default: 0.04; docs/search.md gives "
+                   "the chance of each verdict)")
+    p.add_argument("--verify-seeds", type=bounded_nonnegative, default=25, metavar="N",
+                   help="fresh seeds the fastest feasible trials are benched on at the end, more while the best "
+                        "and the runner-up overlap (default: 25; 0: no verification, no best.py)")
+    p.add_argument("--verify-top", type=positive_int, default=3, metavar="N",
+                   help="how many of the fastest feasible trials are verified (default: 3)")
     add_store_args(p, "default: sqlite:///OUT/search.db")
     p.add_argument("--out", default="search", metavar="DIR", help="where search.json/.md, front.png and best.py "
                    "go (default: ./search)")

@@ -9,6 +9,7 @@ has opened and runs will happen.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -66,6 +67,16 @@ def train(recipe: Recipe, seed: int, mnist: Mnist, device: torch.device, warmup:
     return result, record
 
 
+def read_json_if_any(path: str | Path) -> dict | None:
+    """A results file's JSON, or None when there is none (or it is not JSON: it will be replaced)."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
 def with_load(record: dict, start: list[float] | None) -> dict:
     """The record with the machine's load average when the command started and now: a busy machine
     explains slow figures."""
@@ -74,9 +85,13 @@ def with_load(record: dict, start: list[float] | None) -> dict:
 
 def bench(recipes: list[Recipe], seeds: list[int], load: Load, storage: str | None = None, study: str | None = None,
           stale_after: float = 60.0, report_only: bool = False, progress: bool = False, on_run=None,
-          on_start=None, on_wait=None, asked_as: list[str] | None = None) -> dict:
+          on_start=None, on_wait=None, asked_as: list[str] | None = None, out: str | Path | None = None,
+          on_plan=None, on_resume=None) -> dict:
     """The seeds (seeds.choose_seeds) with the recipes interleaved: in this process, or shared by every worker on
-    `storage` (then `report_only` summarises what the store holds, running nothing: no data loaded)."""
+    `storage` (then `report_only` summarises what the store holds, running nothing: no data loaded). In this
+    process, with `out`, the report so far is kept there after every seed (marked partial), and a partial
+    file of the same recipes is continued: `on_resume(count)` hears how many seeds it held. `on_plan(seconds)`
+    hears the expected duration once the first seed has run."""
     from fastmnist.benchmark import bench_study_name, benchmark, shared_benchmark
 
     if report_only and not storage:
@@ -88,8 +103,15 @@ def bench(recipes: list[Recipe], seeds: list[int], load: Load, storage: str | No
     ledger = Ledger(storage)  # a bad URL is one line before any data is loaded
     uses = {r.name: ledger.seed_use(r, seeds) for r in recipes}
     if not storage:
+        from fastmnist.benchmark import resumable_runs
+        from fastmnist.output import write_json
+
+        resumed = resumable_runs(read_json_if_any(out), recipes, seeds) if out else {}
+        if on_resume and resumed:
+            on_resume(len(resumed))
         device, mnist = load()
-        report = benchmark(recipes, seeds, mnist, device, progress, on_run, uses)
+        keep = (lambda partial: write_json(out, {**partial, "partial": True, "asked_as": asked})) if out else None
+        report = benchmark(recipes, seeds, mnist, device, progress, on_run, uses, resumed, keep, on_plan)
         ledger.add([ledger_entry(r, seeds, uses[r.name][0], "bench", "") for r in recipes])
         return with_load({**report, "asked_as": asked}, start)
     from fastmnist.store import open_store
@@ -114,7 +136,9 @@ def sweep(recipe: Recipe, params: list[str], seeds: list[int], load: Load, round
     tuning range by default), every run kept in the store at `storage` (in memory when None).
     `on_resume(count)` is told how many runs the store held. With `out_dir`, OUT/sweep.json, sweep.md and a
     picture per parameter are written, after `show(table, record)`; returns the record and the files written."""
-    from fastmnist.search import SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner
+    from fastmnist.ledger import Ledger
+    from fastmnist.search import (SweepSpec, coordinate_ascent, default_study_name, parse_params, real_job_runner,
+                                  swept_recipes)
     from fastmnist.store import open_store
 
     start = load_average()
@@ -126,9 +150,12 @@ def sweep(recipe: Recipe, params: list[str], seeds: list[int], load: Load, round
         on_resume(store.finished_count())
     record = coordinate_ascent(spec, store, real_job_runner(spec, Runner(mnist, device)), on_start, on_result,
                                on_wait)
+    ledger_entries = [ledger_entry(r, list(seeds), "tuning", "sweep", f"study {study!r}")
+                      for r in swept_recipes(spec, record)]
+    Ledger(storage).add(ledger_entries)
     record = with_load({**envelope("sweep", machine_info(device), [recipe]), **record, "objective": objective,
                         "target": target, "runs_per_point": len(seeds), "seeds": describe_seeds(list(seeds)),
-                        "seed_use": seed_use(list(seeds)), "study": study,
+                        "seed_use": "tuning", "seed_ledger": ledger_entries, "study": study,
                         "storage": redact(storage) if storage else "(in memory)"}, start)
     if out_dir is None:
         return record, []
@@ -276,57 +303,98 @@ def data(data_dir=None, offline: bool = False) -> list[str]:
             f"training label counts 0-9: {counts}", f"cache: {cache_path()}: {mnist.cache}"]
 
 
-def search(recipe: Recipe, base_name: str, reference: Recipe, space: list[str], seeds: list[int],
-           extra_seeds: list[int], load: Load, trials: int, sampler: str = "tpe", target: float = 99.0,
-           alpha: float = 0.01, storage: str | None = None, study: str | None = None, stale_after: float = 60.0,
-           out_dir: str | Path | None = None, on_trial=None, show=None) -> tuple[dict, list[Path]]:
+def search(recipe: Recipe, reference: Recipe, space: list[str], seeds: list[int], load: Load, trials: int,
+           sampler: str = "tpe", target: float = 99.0, plan=None, verify_seeds: int = 25, verify_top: int = 3,
+           storage: str | None = None, study: str | None = None, stale_after: float = 60.0,
+           out_dir: str | Path | None = None, on_trial=None, on_verify=None, show=None) -> tuple[dict, list[Path]]:
     """Optuna's sampler over `space` (['lr=0.005:0.05:log', ...]) until the study holds `trials` finished or
-    pruned trials (a rerun resumes; workers on one storage share them), each trial interleaved with
-    `reference` on `seeds` (frontier.py). With `out_dir`: search.json, search.md, front.png and, when a trial
-    met the constraint, best.py, written after `show(table, record)`."""
+    pruned trials (a rerun resumes; workers on one storage share them), each trial interleaved with `reference`
+    on `seeds` as its seed plan says (frontier.py); then the fastest feasible trials verified on fresh seeds.
+    With `out_dir`: search.json, search.md, front.png and, when a candidate passed verification, best.py, all
+    made from the store (the last worker to finish writes the whole study), after `show(table, record)`."""
+    import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from fastmnist.frontier import (SearchSpec, best_trial, default_study_name, directions, front_plot,
-                                    front_table, make_sampler, objective, parse_space, recipe_file, trials_table)
+    from fastmnist.frontier import (SearchSpec, SeedPlan, Surplus, best_line, check_identity, default_study_name,
+                                    directions, front_plot, front_table, make_sampler, new_sampler_seed, objective,
+                                    parse_space, recipe_file, trials_table, verification_seeds, verify)
+    from fastmnist.ledger import Ledger
     from fastmnist.output import write_json, write_results, write_text
-    from fastmnist.store import open_study
+    from fastmnist.store import open_study, retry_lost_trials
 
-    if not 0 < alpha < 1:
-        raise FastMnistError(f"alpha={alpha:g}: expected a level between 0 and 1, e.g. 0.01")
+    plan = plan or SeedPlan()
+    if not 0 < plan.alpha < 1:
+        raise FastMnistError(f"alpha={plan.alpha:g}: expected a level between 0 and 1, e.g. 0.04")
     if not 0 < target <= 100:
         raise FastMnistError(f"target={target:g}: expected a test accuracy in (0, 100] %")
+    if len(seeds) < plan.max_seeds:
+        raise FastMnistError(f"{len(seeds)} tuning seeds for a plan of {plan.max_seeds} a trial: give as many")
     start = load_average()
-    spec = SearchSpec(recipe, reference, parse_space(recipe, space), tuple(seeds), tuple(extra_seeds), target,
-                      alpha, sampler)
+    spec = SearchSpec(recipe, reference, parse_space(recipe, space), tuple(seeds), target, sampler, plan,
+                      verify_seeds, verify_top, verify_max_seeds=2 * verify_seeds)
+    if out_dir is not None:  # made only once every input is checked: a refused command leaves nothing behind
+        from fastmnist.output import check_folder
+
+        out_dir = check_folder(out_dir, "--out")
+        storage = storage or f"sqlite:///{Path(out_dir) / 'search.db'}"
     name = study or default_study_name(spec)
-    optuna_study, _ = open_study(storage, name, stale_after, directions(spec), make_sampler(spec), retry_failed=True)
+    sampler_seed = new_sampler_seed()
+    optuna_study, storage_object = open_study(storage, name, stale_after, directions(spec),
+                                              make_sampler(spec, sampler_seed), retry_failed=True)
+    check_identity(optuna_study, spec)
     optuna_study.set_metric_names([f"time ratio vs {reference.name}"] +
                                   ([] if sampler == "tpe" else [f"accuracy % ({target:g}% target)"]))
+    retry_lost_trials(optuna_study, storage_object)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    left = trials - len(optuna_study.get_trials(deepcopy=False, states=finished))
     device, mnist = load()
-    if left > 0:
-        optuna_study.optimize(objective(spec, Runner(mnist, device), on_trial), n_trials=left,
-                              callbacks=[MaxTrialsCallback(trials, states=finished)])
+    runner = Runner(mnist, device)
+    ledger = Ledger(storage)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # Ctrl-C: our one line, not Optuna's traceback
+    try:  # until the study is full; again while trials lost by killed workers wait to be retried
+        while (left := trials - len(optuna_study.get_trials(deepcopy=False, states=finished))) > 0:
+            optuna_study.optimize(objective(spec, runner, trials, storage_object, sampler_seed, on_trial),
+                                  n_trials=left, catch=(Surplus,), callbacks=[MaxTrialsCallback(trials, states=finished)])
+            retry_lost_trials(optuna_study, storage_object)
+            if not optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                break  # what is left is running in other workers: the last of them writes the whole study
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     rows = trials_table(optuna_study)
-    best = best_trial(rows)
+    ledger.add([ledger_entry(r, list(seeds[:plan.max_seeds]), "tuning", "search", f"study {name!r}")
+                for r in [recipe, reference]] +
+               [entry_of(row, seeds, name) for row in rows])
+    verified = optuna_study.user_attrs.get("verification")
+    if verified is None or [c["trial"] for c in verified["candidates"]] != \
+            [r["trial"] for r in sorted((r for r in rows if r["feasible"]), key=lambda r: r["time_ratio"])[:verify_top]]:
+        fresh = verification_seeds(verify_seeds, ledger) if verify_seeds else []
+        verified = verify(spec, rows, runner, ledger, fresh, on_verify)
+        optuna_study.set_user_attr("verification", verified)
     record = with_load({**envelope("search", machine_info(device), [recipe, reference]), "study": name,
                         "storage": redact(storage) if storage else "(in memory)", "sampler": sampler,
-                        "space": [text for text in space], "target": target, "alpha": alpha,
-                        "seeds": describe_seeds(list(seeds)), "extra_seeds": describe_seeds(list(extra_seeds))
-                        if extra_seeds else "", "seed_use": seed_use(list(seeds)), "trials": rows,
-                        "best": best}, start)
+                        "sampler_seeds": sorted({r["sampler_seed"] for r in rows if r.get("sampler_seed") is not None}),
+                        "space": list(space), "target": target, "plan": dataclasses.asdict(plan),
+                        "seeds": describe_seeds(list(seeds[:plan.max_seeds])), "seed_use": "tuning",
+                        "trials": rows, "verification": verified}, start)
+    record["best"] = best_line(record)
     if out_dir is None:
         return record, []
-    table = front_table(rows, spec)
+    table = front_table(rows, spec, verified)
     if show:
         show(table, record)
     out_dir = Path(out_dir)
     writes = [(out_dir / "search.json", lambda path: write_json(path, record), "the search's record"),
-              (out_dir / "search.md", lambda path: write_text(path, "```\n" + table + "\n```\n"), "the search's table"),
-              (out_dir / "front.png", lambda path: front_plot(rows, spec, path), "the front's picture")]
-    if best:
-        writes.append((out_dir / "best.py", lambda path: write_text(path, recipe_file(spec, base_name, best, name)),
-                       "the best recipe"))
+              (out_dir / "search.md", lambda path: write_text(path, "```\n" + table + "\n" + record["best"] + "\n```\n"),
+               "the search's table"),
+              (out_dir / "front.png", lambda path: front_plot(rows, spec, path, verified), "the front's picture")]
+    if verified["best"]:
+        writes.append((out_dir / "best.py", lambda path: write_text(path, recipe_file(
+            spec, verified["best"], name, len(rows), verified)), "the best recipe"))
     return record, write_results(writes)
+
+
+def entry_of(row: dict, seeds: list[int], study: str) -> dict:
+    """A trial's seeds in the seed ledger: its definition was tuned on them."""
+    return {**ledger_entry(Recipe("", ""), row["seeds"], "tuning", "search", f"study {study!r}, trial {row['trial']}"),
+            "definition": row["definition"], "recipe": row["recipe"]}

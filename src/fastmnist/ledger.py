@@ -46,6 +46,11 @@ def entry(recipe: Recipe, seeds: list[int], use: str, command: str, where: str =
             "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+def same_use(e: dict) -> tuple:
+    """What makes two entries one: the definition, seeds, use, command and where (not when)."""
+    return e["definition"], e["seeds"], e["use"], e.get("command"), e.get("where")
+
+
 def local_path() -> Path:
     from fastmnist.data import cache_dir
 
@@ -69,6 +74,8 @@ class Ledger:
     def add(self, entries: list[dict]) -> None:
         """Append entries: each one line written by one call, so concurrent writers never interleave; in the
         store, each a study attribute of its own key, so workers never overwrite each other."""
+        known = {same_use(e) for e in self.entries()}
+        entries = [e for e in entries if same_use(e) not in known]  # a rerun adds nothing new
         if not entries:
             return
         path = local_path()

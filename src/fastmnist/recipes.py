@@ -186,15 +186,18 @@ def build_ladder() -> list[Recipe]:
                  "memory order (no copy, no mixed-layout ReLU backward), and each ReLU works in place",
                  hwc_features=True, inplace_relu=True)
     s22 = derive(s21, "stage22", "found by `fastmnist search` (results/search/fastest-tpe, trial 8): batches of 512 "
-                 "at peak lr 0.0286, fewer and larger steps than stage 18's, the higher lr keeping the margin",
-                 batch_size=512, lr=0.0286)
+                 "at peak lr 0.0286, fewer and larger steps; faster than stage 21, but its mean sits so near 99% that a "
+                 "fresh 25-seed bench passes only ~7 times in 10: not claimed", batch_size=512, lr=0.0286)
     return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18, s19, s20, s21,
             s22]
 
 
 LADDER = build_ladder()  # in order: each stage's parent is the one before it
 RECIPES = {r.name: r for r in LADDER}
-FASTEST = LADDER[-1].name  # a stage is kept only if it pays, so the newest is the fastest; `fastest` names it
+# `fastest` names the fastest stage that is claimed under the replication rule (stats.claim_status: >= 100 seeds
+# no tuning saw, p < 0.01, and a fresh 25-seed bench passing >= 95% of the time). Stage 22 is faster but passes
+# ~71% of the time (results/claims/bench-stage18-stage21-stage22-seeds2000-2099.json), so it is a step, unclaimed.
+FASTEST = "stage21"
 
 
 # Allowed ranges for values given on the command line (--set, sweep --param), in interval notation.

@@ -119,8 +119,10 @@ def bench_report(recipes: list[Recipe], results: dict[str, list], machine: dict,
     seeds = [r.seed for r in results[recipes[0].name]]
     summary = summary_rows(recipes, results, uses)
     use = "tuning" if any(row["seed_use"] == "tuning" for row in summary) else "claim"
+    from fastmnist.ledger import definition
+
     report = {**envelope("bench", machine, recipes), "seeds": describe_seeds(seeds), "seed_use": use,
-              "seed_ledger": uses is not None,
+              "seed_ledger": uses is not None, "definitions": {r.name: definition(r) for r in recipes},
               "timing": {"includes": TIMED, "excludes": NOT_TIMED, **timing},
               "summary": summary,
               "runs": [r.record() for recipe in recipes for r in results[recipe.name]]}

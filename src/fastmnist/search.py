@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fastmnist.errors import FastMnistError
+from fastmnist.ledger import definition
 from fastmnist.recipes import NET_FIELDS, Recipe, overridden, parse_param, split_assignment
 from fastmnist.stats import summarize, welch_p
 from fastmnist.seeds import TUNING_FIRST_SEED, describe_seeds
@@ -79,7 +80,7 @@ def coordinate_ascent(spec: SweepSpec, store: JobStore, run_job: Callable[[dict,
                      for v, p in points.items()}
             incumbent = best[name]
             for v, s in stats.items():
-                s["value"] = v
+                s["value"], s["point"] = v, points[v]
                 s["p_vs_incumbent"] = None if v == incumbent else welch_p(
                     s["accuracies"], stats[incumbent]["accuracies"])
             chosen = choose(spec, list(stats.items()))
@@ -110,5 +111,17 @@ def real_job_runner(spec: SweepSpec, runner) -> Callable[[dict, int], dict]:
 
 
 def default_study_name(spec: SweepSpec) -> str:
+    """The recipe by name and definition (an edited recipe starts a new study, never reusing the old one's
+    runs), the values and the seeds."""
     params = ";".join(f"{n}={','.join(map(str, v))}" for n, v in spec.params)
-    return f"{spec.recipe.name}|{params}|seeds={describe_seeds(list(spec.seeds))}"
+    return f"{spec.recipe.name}@{definition(spec.recipe)}|{params}|seeds={describe_seeds(list(spec.seeds))}"
+
+
+def swept_recipes(spec: SweepSpec, record: dict) -> list[Recipe]:
+    """Every point the sweep ran, as the recipe it was: what the seed ledger records as tuned on its seeds."""
+    recipes = {}
+    for phase in record["phases"]:
+        for point in phase["points"]:
+            recipe = overridden(spec.recipe, point["point"])
+            recipes.setdefault(definition(recipe), recipe)
+    return list(recipes.values())

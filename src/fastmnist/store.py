@@ -296,3 +296,24 @@ def claim_and_run(store: JobStore, jobs, run_job, on_start, on_result, on_wait) 
                 on_result(point, seed, result)
 
 
+
+
+def retry_lost_trials(study: optuna.Study, storage) -> list[int]:
+    """A search's trials whose worker is gone (a process of this host that no longer exists: at once; a
+    worker elsewhere: once its heartbeat has stopped for the grace period) are failed and queued again with
+    the same point, so the study still gets them. Of several workers doing this at once, the one whose
+    FAIL lands queues the retry. Returns the trial numbers retried."""
+    store = JobStore(study, storage)
+    stale = stale_trial_ids(storage, store.study_id)
+    retried = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        holder = gone(trial.user_attrs.get("worker"))
+        if holder is False or (holder is None and store.trial_id(trial) not in stale):
+            continue
+        try:
+            storage.set_trial_state_values(store.trial_id(trial), state=TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # another worker took it back first, and queued it
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        retried.append(trial.number)
+    return retried
