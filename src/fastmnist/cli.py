@@ -315,7 +315,17 @@ def cmd_report(args) -> int:
 
     if args.out:
         check_writable(args.out, "--out")
-    return show_bench(commands.report(args.file), args.out)
+    if len(args.files) == 1:
+        return show_bench(commands.report(args.files[0]), args.out)
+    from fastmnist.output import write_json, write_or_fallback
+    from fastmnist.pooling import pooled_table
+
+    record = commands.pool(args.files)
+    print(pooled_table(record))
+    if args.out:
+        write_or_fallback(args.out, lambda path: write_json(path, record), "the pooled report")
+        print(f"wrote {args.out}")
+    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -465,9 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("report", help="a bench's JSON summarised again from its runs (today's statistics, "
-                       "e.g. the p-value), as a table")
-    p.add_argument("file", metavar="FILE.json", help="written by `fastmnist bench --out`")
-    p.add_argument("--out", metavar="FILE.json", help="write the report with its new summary")
+                       "e.g. the p-value and replication), as a table; several files: each recipe's runs pooled")
+    p.add_argument("files", nargs="+", metavar="FILE.json", help="written by `fastmnist bench --out`; with more "
+                   "than one, the runs of each recipe definition are pooled over them")
+    p.add_argument("--out", metavar="FILE.json", help="write the report with its new summary (or the pooled one)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a saved model")

@@ -241,7 +241,27 @@ def report(path: str | Path) -> dict:
         stored = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise FastMnistError(f"{path}: not a readable JSON results file ({exc})") from None
-    return resummarised(stored)
+    except RecursionError:
+        raise FastMnistError(f"{path}: not a results file (JSON nested too deep to read)") from None
+    try:
+        return resummarised(stored)
+    except FastMnistError as exc:
+        raise FastMnistError(f"{path}: {exc}") from None
+
+
+def pool(paths: list[str | Path]) -> dict:
+    """The runs of each recipe definition pooled over several bench files (pooling.py): what a claim's
+    replication probability rests on."""
+    from fastmnist.pooling import pooled
+
+    return {**pooled([(str(path), report(path)) for path in paths]), "provenance": provenance_now(),
+            "files": [str(p) for p in paths]}
+
+
+def provenance_now() -> dict:
+    from fastmnist.provenance import provenance
+
+    return provenance()
 
 
 def evaluate(model_path: str | Path, load: Callable[[], Mnist], errors: str | Path | None = None,
