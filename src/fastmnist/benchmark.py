@@ -63,10 +63,10 @@ def benchmark(recipes: list[Recipe], seeds: list[int], mnist: Mnist, device: tor
         ran = runner.run_interleaved(recipes, [seed], on_run=lambda result: (bar.update(), on_run and on_run(result)))
         for name, runs in ran.items():
             results[name] += runs
-        if on_plan and seed == to_run[0]:
-            on_plan((time.perf_counter() - started) * len(to_run))
         if on_seed:
             on_seed(report())
+        if on_plan and seed == to_run[0]:
+            on_plan((time.perf_counter() - started) * len(to_run))
     bar.close()
     return report()
 

@@ -89,7 +89,9 @@ def claim_status(row: dict, seed_use: str) -> str:
     if row["p_value"] is None or row["p_value"] >= ALPHA:
         reasons.append(f"p >= {ALPHA:g}")
     replication = row.get("replication_probability")
-    if replication is None or replication < CLAIM_REPLICATION:
+    if replication is None:
+        reasons.append("no replication estimate (no spread between seeds)")
+    elif replication < CLAIM_REPLICATION:
         reasons.append(f"replicates {format_share(replication)} of the time (< {CLAIM_REPLICATION:.0%})")
     return "claimed" if not reasons else "not claimed: " + "; ".join(reasons)
 
