@@ -55,11 +55,16 @@ def finished_jobs(url, study):
     return [t.user_attrs["job"] for t in trials]
 
 
+def bench_seeds(url, study):
+    """The seeds of a bench's finished jobs (each job: one seed of the bench's definitions)."""
+    return [json.loads(job)["seed"] for job in finished_jobs(url, study)]
+
+
 def test_three_workers_share_a_bench_each_seed_once(store_url, env, tmp_path, real_mnist):
     study = f"bench-{uuid.uuid4().hex[:8]}"
     run_together([bench_command(store_url, study, runs=3)] * 3, env)
-    jobs = finished_jobs(store_url, study)
-    assert sorted(jobs) == sorted(f'{{"seed": {s}}}' for s in range(100, 103))  # every seed once, none twice
+    jobs = bench_seeds(store_url, study)
+    assert sorted(jobs) == list(range(100, 103))  # every seed once, none twice
     shared = tmp_path / "shared.json"
     assert cli_main(bench_command(store_url, study, runs=3)[3:] + ["--report", "--out", str(shared)]) == 0
     report = json.loads(shared.read_text())
@@ -96,11 +101,11 @@ def test_a_killed_workers_seed_is_rerun_and_finished_runs_kept(store_url, env, m
     proc.wait()
     store = open_store(store_url, study)
     assert len(store.study.get_trials(states=(TrialState.RUNNING,))) == 1
-    kept = finished_jobs(store_url, study)
-    assert kept == ['{"seed": 100}']  # the seed finished before the kill
+    kept = bench_seeds(store_url, study)
+    assert kept == [100]  # the seed finished before the kill
     rerun = in_process(bench_command(store_url, study, runs=3)[3:], env, monkeypatch, capsys)  # no new interpreter
     assert rerun.returncode == 0, rerun.stderr
-    assert sorted(finished_jobs(store_url, study)) == sorted(f'{{"seed": {s}}}' for s in range(100, 103))
+    assert sorted(bench_seeds(store_url, study)) == list(range(100, 103))
     assert rerun.stderr.count("bench: running") == 2  # seed 100 kept, the killed seed 101 redone, seed 102 new
     assert "bench: 3 seed(s) in this bench, 2 run now by this worker, 1 reused from the store" in rerun.stderr
     assert len(store.study.get_trials(states=(TrialState.FAIL,))) == 1  # failed once its heartbeat stopped
@@ -153,7 +158,7 @@ def test_the_database_stopping_mid_run_ends_with_one_line_and_resumes(env, monke
     assert "stopped answering" in lines[0] and "run the same command again" in lines[0]
     rerun = in_process(bench_command(POSTGRES, study, runs=2)[3:], env, monkeypatch, capsys)
     assert rerun.returncode == 0, rerun.stderr
-    assert sorted(finished_jobs(POSTGRES, study)) == sorted(f'{{"seed": {s}}}' for s in range(100, 102))
+    assert sorted(bench_seeds(POSTGRES, study)) == list(range(100, 102))
 
 
 @pytest.mark.parametrize("url, fragment", [

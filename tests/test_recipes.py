@@ -144,8 +144,20 @@ def test_derive_records_only_real_changes():
     assert describe_changes(RECIPES["stage8"], child) == ["batch_size 256 -> 512"]
 
 
-def test_fastest_is_the_last_stage():
-    assert FASTEST == LADDER[-1].name and get_recipe("fastest") is LADDER[-1]
+def test_fastest_is_a_stage_the_committed_evidence_claims():
+    """`fastest` moves only under the replication rule: its definition is claimed in results/claims/pooled.json
+    (>= 100 unused seeds, p < 0.01, >= 95% replication), and no later stage that is claimed there is left out."""
+    import json
+    from pathlib import Path
+
+    from fastmnist.ledger import definition
+
+    assert get_recipe("fastest") is get_recipe(FASTEST)
+    pooled = json.loads((Path(__file__).parents[1] / "results" / "claims" / "pooled.json").read_text())
+    claims = {row["definition"]: row["claim"] for row in pooled["rows"]}
+    assert claims[definition(get_recipe(FASTEST))] == "claimed"
+    later = [r for r in LADDER[[s.name for s in LADDER].index(FASTEST) + 1:] if definition(r) in claims]
+    assert later and all(claims[definition(r)] != "claimed" for r in later)  # stage 22: measured, not claimed
     with pytest.raises(FastMnistError, match="unknown recipe"):
         get_recipe("stage99")
 

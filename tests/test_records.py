@@ -11,14 +11,14 @@ import torch
 from scipy import stats
 
 import fastmnist
-from fastmnist.benchmark import shared_benchmark, stored_bench_report
+from fastmnist.benchmark import seed_job, shared_benchmark, stored_bench_report
 from fastmnist.machine import machine_info
 from fastmnist.provenance import redact
 from fastmnist.recipes import get_recipe
 from fastmnist.report import bench_table, ladder_markdown, ladder_plot, sweep_table
 from fastmnist.runner import Runner
 from fastmnist.stats import p_reaches, summarize
-from fastmnist.store import job_key, open_store
+from fastmnist.store import open_store
 from tests.conftest import assert_one_line_error, in_process
 
 SLICE = "stage18[train_fraction=0.05]"
@@ -43,10 +43,10 @@ def test_a_report_of_stored_runs_says_what_the_workers_did(small_mnist):
     assert here["hostname"] == machine_info(torch.device("cpu"))["hostname"] and "matmul_gflops_fp32" in here
     gpu = {**here, "device": "cuda", "gpu": "NVIDIA H200", "hostname": "gpu-box", "matmul_gflops_bf16": 7.9e5}
     run = {**report["runs"][0], "seed": 1, "precision": "bf16", "engine": "graph", "seconds": 0.05}
-    trial = store.claim(job_key(seed=1))
+    trial = store.claim(seed_job([recipe], 1))
     store.finish(trial, {}, 1, {"accuracy": run["accuracy"], "recipes": [recipe.name], "runs": [run],
                                 "machine": gpu, "worker": "gpu-box:1", "excluded_seconds": {}})
-    both = stored_bench_report([recipe], store)
+    both = stored_bench_report([recipe], store, [0, 1])
     assert both["summary"][0]["engine"] == "eager+graph"  # runs that differed say so
     assert {m["machine"]["hostname"] for m in both["machines"]} == {here["hostname"], "gpu-box"}
     assert "NVIDIA H200" in bench_table(both) and "bf16 790000" in bench_table(both)
@@ -65,7 +65,7 @@ def test_the_floor_is_in_the_precision_the_stage_ran():
     peaks = {"matmul_gflops_fp32": 100.0, "matmul_gflops_bf16": 400.0}
     report = {"kind": "ladder", "stages": {"mine-fp32": stage("fp32", 2.0, 0.1, **peaks),
                                            "mine-bf16": stage("bf16", 2.0, 0.1, **peaks)}}
-    rows = {line.split("|")[1].strip(): line.split("|")[12].strip()
+    rows = {line.split("|")[1].strip(): line.split("|")[13].strip()
             for line in ladder_markdown(report).splitlines() if line.startswith("| mine")}
     assert rows == {"mine-fp32": "2.0", "mine-bf16": "8.0"}  # 0.1 TFLOP takes 1 s at 100, 0.25 s at 400
     older = {"kind": "ladder", "stages": {"old-bf16": stage("bf16", 2.0, 0.1, matmul_gflops_fp32=100.0)}}

@@ -1,6 +1,7 @@
 """fastmnist: train a network to 99% on MNIST as fast as the hardware allows, and show where the time goes.
 
-The Python API (`recipe`, `derive`, `train`, `bench`, `sweep`, `ladder`, `load_mnist`, `Recipe`) lives in
+The Python API (`recipe`, `derive`, `train`, `bench`, `sweep`, `ladder`, `load_mnist`, `Recipe`, and
+`FastMnistError`, what every refusal raises) lives in
 `fastmnist.api` and is imported on first use, so `fastmnist --help` does not pay for importing torch.
 """
 
@@ -10,12 +11,13 @@ from typing import TYPE_CHECKING
 
 from fastmnist.version import __version__
 
-API = ("Recipe", "Report", "RunResult", "bench", "derive", "ladder", "load_mnist", "recipe", "sweep", "train")
+API = ("FastMnistError", "Recipe", "Report", "RunResult", "bench", "derive", "ladder", "load_mnist", "recipe", "sweep",
+       "train")
 __all__ = ["__version__", *API]
 
 if TYPE_CHECKING:
-    from fastmnist.api import (Recipe, Report, RunResult, bench, derive, ladder, load_mnist,  # noqa: F401
-                               recipe, sweep, train)
+    from fastmnist.api import (FastMnistError, Recipe, Report, RunResult, bench, derive, ladder,  # noqa: F401
+                               load_mnist, recipe, sweep, train)
 
 
 def __getattr__(name: str):

@@ -18,12 +18,13 @@ from pathlib import Path
 from fastmnist import commands
 from fastmnist.data import Mnist, load_mnist
 from fastmnist.output import write_json
-from fastmnist.recipes import Recipe, derive, get_recipe
+from fastmnist.recipes import Recipe, check_recipe, derive, get_recipe
 from fastmnist.errors import FastMnistError
 from fastmnist.seeds import CLAIM_FIRST_SEED, MAX_SEED, TUNING_FIRST_SEED, checked_int, choose_seeds
 from fastmnist.trainer import RunResult
 
-__all__ = ["Recipe", "Report", "RunResult", "bench", "derive", "ladder", "load_mnist", "recipe", "sweep", "train"]
+__all__ = ["FastMnistError", "Recipe", "Report", "RunResult", "bench", "derive", "ladder", "load_mnist", "recipe",
+           "sweep", "train"]
 
 
 class Report(dict):
@@ -58,7 +59,7 @@ def resolve(recipes) -> list[Recipe]:
     for r in recipes:
         if not isinstance(r, (str, Recipe)):
             raise FastMnistError(f"{r!r}: not a recipe (a name such as 'stage14', or a fastmnist Recipe)")
-    return [r if isinstance(r, Recipe) else get_recipe(r) for r in recipes]
+    return [check_recipe(r if isinstance(r, Recipe) else get_recipe(r)) for r in recipes]
 
 
 def loader(device: str, threads: int | None, data_dir, mnist: Mnist | None, offline: bool):
@@ -117,5 +118,5 @@ def ladder(stages: str = "all", runs: int = 5, out: str | Path = "ladder", *, fi
     from fastmnist.stages import parse_stages
 
     chosen = choose_seeds(runs, first_seed, seeds, CLAIM_FIRST_SEED)
-    return Report(commands.ladder(parse_stages(stages), chosen, loader(device, threads, data_dir, mnist, offline),
+    return Report(commands.ladder(resolve(parse_stages(stages)), chosen, loader(device, threads, data_dir, mnist, offline),
                                   out)[0])

@@ -286,11 +286,12 @@ def cmd_search(args) -> int:
     from pathlib import Path
 
     from fastmnist import commands
-    from fastmnist.frontier import SeedPlan
+    from fastmnist.frontier import SeedPlan, read_space_file
     from fastmnist.recipes import get_recipe
 
     recipe, reference = get_recipe(args.recipe), get_recipe(args.reference)
     seeds = chosen_seeds(args, TUNING_FIRST_SEED)
+    space = [*(read_space_file(args.space_file) if args.space_file else []), *args.space]
     plan = SeedPlan(look=min(args.look, len(seeds)), max_seeds=len(seeds), alpha=args.alpha)
     say = (lambda text: None) if args.quiet else stderr
 
@@ -298,7 +299,7 @@ def cmd_search(args) -> int:
         print(table)
         print(record["best"] + (f", written to {Path(args.out) / 'best.py'}" if record["verification"]["best"] else ""))
     _, written = commands.search(
-        recipe, reference, args.space, seeds, lambda: setup(args), args.trials, sampler=args.sampler,
+        recipe, reference, space, seeds, lambda: setup(args), args.trials, sampler=args.sampler,
         target=args.target, plan=plan, verify_seeds=args.verify_seeds, verify_top=args.verify_top,
         storage=args.storage, study=args.study, stale_after=args.stale_after, out_dir=args.out, show=show,
         on_trial=lambda number, point: say(f"search: trial {number}: "
@@ -450,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", action="append", default=[], metavar="NAME=LOW:HIGH[:STEP|:log] or NAME=V1,V2",
                    help="a field and its range or values, e.g. lr=0.005:0.05:log, batch_size=256:1024:64, "
                         "train_fraction=0.8,0.9,1.0 (repeatable; network fields too)")
+    p.add_argument("--space-file", metavar="FILE.toml", help="a named space: NAME = \"LOW:HIGH[:STEP|:log]\" or a "
+                   "list of values per line (e.g. spaces/cpu-network.toml); --space adds to it")
     p.add_argument("--trials", type=positive_int, default=20, help="finished trials the study should hold: "
                    "a rerun resumes towards it (default: 20)")
     add_seed_args(p, 12, "a trial runs at most: its verdict, feasible or not, comes at the last", TUNING_FIRST_SEED,

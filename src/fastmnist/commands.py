@@ -337,7 +337,8 @@ def search(recipe: Recipe, reference: Recipe, space: list[str], seeds: list[int]
     from optuna.trial import TrialState
 
     from fastmnist.frontier import (SearchSpec, SeedPlan, Surplus, best_line, check_identity, default_study_name,
-                                    directions, front_plot, front_table, make_sampler, new_sampler_seed, objective,
+                                    directions, front_plot, front_table, invalid_trials, make_sampler,
+                                    new_sampler_seed, objective,
                                     parse_space, recipe_file, trials_table, verification_seeds, verify)
     from fastmnist.ledger import Ledger
     from fastmnist.output import write_json, write_results, write_text
@@ -396,7 +397,8 @@ def search(recipe: Recipe, reference: Recipe, space: list[str], seeds: list[int]
                         "sampler_seeds": sorted({r["sampler_seed"] for r in rows if r.get("sampler_seed") is not None}),
                         "space": list(space), "target": target, "plan": dataclasses.asdict(plan),
                         "seeds": describe_seeds(list(seeds[:plan.max_seeds])), "seed_use": "tuning",
-                        "trials": rows, "verification": verified}, start)
+                        "trials": rows, "invalid_trials": invalid_trials(optuna_study),
+                        "verification": verified}, start)
     record["best"] = best_line(record)
     if out_dir is None:
         return record, []

@@ -137,6 +137,29 @@ def check_identity(study, spec: SearchSpec) -> None:
                              f"give a new --study (or leave it out for one named after this search)")
 
 
+def read_space_file(path: str | Path) -> list[str]:
+    """A named space: a TOML file of NAME = "LOW:HIGH[:STEP|:log]" or "V1,V2,..." lines (a [space] table or
+    top level), so a search is reproducible from a file kept beside its results."""
+    import tomllib
+
+    try:
+        table = tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FastMnistError(f"--space-file {path}: cannot read it ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FastMnistError(f"--space-file {path}: not TOML ({exc})") from None
+    table = table.get("space", table)
+    texts = []
+    for name, value in table.items():
+        if isinstance(value, list):
+            value = ",".join(str(v).lower() if isinstance(v, bool) else str(v) for v in value)
+        if not isinstance(value, str):
+            raise FastMnistError(f"--space-file {path}: {name} = {value!r}: expected a text such as "
+                                 f"\"0.01:0.03:log\" or a list of values")
+        texts.append(f"{name}={value}")
+    return texts
+
+
 def parse_space(recipe: Recipe, texts: list[str]) -> tuple[Dimension, ...]:
     """['lr=0.005:0.05:log', 'batch_size=256:1024:64', 'train_fraction=0.8,0.9,1.0'] -> dimensions, every
     bound and value checked as --set checks it, before anything runs."""
@@ -245,9 +268,14 @@ def objective(spec: SearchSpec, runner, trials: int, storage, sampler_seed: int,
         for key, value in {"worker": this_worker(), "machine": machine, "sampler_seed": sampler_seed}.items():
             trial.set_user_attr(key, value)
         point = suggest(trial, spec.space)
-        recipe = overridden(spec.recipe, point)
         if on_trial:
             on_trial(trial.number, point)
+        try:
+            recipe = overridden(spec.recipe, point)
+        except FastMnistError as exc:  # a point the network cannot be built at: pruned at once, no seed spent
+            trial.set_user_attr("verdict", "invalid")
+            trial.set_user_attr("problems", [str(exc)])
+            raise optuna.TrialPruned() from None
         try:
             return measure(trial, recipe)
         finally:
@@ -302,6 +330,12 @@ def record(trial, recipe: Recipe, mine: list, theirs: list, spec: SearchSpec, ve
 ROW_KEYS = ("recipe", "definition", "seeds", "accuracy_mean", "accuracy_std", "share_reaching_target", "p_value",
             "verdict", "feasible", "time_ratio", "time_ratio_ci95", "seconds_median", "diverged", "worker",
             "machine", "sampler_seed")
+
+
+def invalid_trials(study) -> list[dict]:
+    """Trials pruned before any seed because the network cannot be built at their point."""
+    return [{"trial": t.number, "point": t.params, "problems": t.user_attrs.get("problems")}
+            for t in study.get_trials(deepcopy=False) if t.user_attrs.get("verdict") == "invalid"]
 
 
 def trials_table(study) -> list[dict]:

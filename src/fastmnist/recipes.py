@@ -80,8 +80,15 @@ def derive(parent: Recipe, name: str, summary: str, **changes) -> Recipe:
                                  f"network, and this recipe's net is {net_name(base)}")
         changes["net"] = dataclasses.replace(base, **net_changes)
     changed = tuple(k for k, v in changes.items() if getattr(parent, k) != v)
-    return dataclasses.replace(parent, name=name, summary=summary, parent=parent.name, changes=changed,
-                               **changes)
+    child = dataclasses.replace(parent, name=name, summary=summary, parent=parent.name, changes=changed, **changes)
+    if "net" not in changes or isinstance(child.net, NetSpec):
+        check_fields(child)  # a user's factory is checked (built once) when it runs, not at every derive
+    return child
+
+
+def check_fields(recipe: Recipe) -> None:
+    """check_recipe without building a user's network: cheap enough for every derive."""
+    check_recipe(dataclasses.replace(recipe, net=NetSpec()) if not isinstance(recipe.net, NetSpec) else recipe)
 
 
 def describe_changes(parent: Recipe | None, child: Recipe) -> list[str]:
@@ -192,12 +199,6 @@ def build_ladder() -> list[Recipe]:
             s22]
 
 
-LADDER = build_ladder()  # in order: each stage's parent is the one before it
-RECIPES = {r.name: r for r in LADDER}
-# `fastest` names the fastest stage that is claimed under the replication rule (stats.claim_status: >= 100 seeds
-# no tuning saw, p < 0.01, and a fresh 25-seed bench passing >= 95% of the time). Stage 22 is faster but passes
-# ~71% of the time (results/claims/bench-stage18-stage21-stage22-seeds2000-2099.json), so it is a step, unclaimed.
-FASTEST = "stage21"
 
 
 # Allowed ranges for values given on the command line (--set, sweep --param), in interval notation.
@@ -254,6 +255,44 @@ def parse_param(recipe: Recipe, key: str, text: str):
     return value
 
 
+def check_value(key: str, value, default) -> None:
+    """One field's value as --set would accept it: its type (the default's), choices and bounds."""
+    kind = type(default)
+    ok = isinstance(value, bool) if kind is bool else (
+        isinstance(value, int) and not isinstance(value, bool) if kind is int else
+        isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else isinstance(value, kind))
+    if not ok:
+        words = {bool: "true or false", int: "an integer", float: "a number", str: "a text"}.get(kind, kind.__name__)
+        raise FastMnistError(f"{key}={value!r}: expected {words}")
+    if key in PARAM_CHOICES and value not in PARAM_CHOICES[key]:
+        raise FastMnistError(f"{key}={value!r}: choose from {', '.join(PARAM_CHOICES[key])}")
+    if key in PARAM_BOUNDS and not (value == value and in_bounds(value, PARAM_BOUNDS[key])):
+        raise FastMnistError(f"{key}={value!r}: out of range {PARAM_BOUNDS[key]}")
+
+
+def check_recipe(recipe) -> Recipe:
+    """`recipe` if every field is one --set would accept (type, choices, bounds), its name is a name and its
+    network can be built; else the one line the CLI gives. The Python API and `derive` check with it, so a
+    recipe made in Python is refused before anything loads, as on the command line."""
+    from fastmnist.models import check_net
+
+    if not isinstance(recipe, Recipe):
+        raise FastMnistError(f"{recipe!r}: not a recipe (a name such as 'stage14', or a fastmnist Recipe)")
+    if not isinstance(recipe.name, str) or not recipe.name.strip():
+        raise FastMnistError(f"name={recipe.name!r}: a recipe needs a name (reports list runs by it)")
+    defaults = Recipe("", "")
+    for f in dataclasses.fields(Recipe):
+        if f.name not in BOOKKEEPING | {"net"}:
+            check_value(f.name, getattr(recipe, f.name), getattr(defaults, f.name))
+    if isinstance(recipe.net, NetSpec):
+        for f in dataclasses.fields(NetSpec):
+            check_value(f.name, getattr(recipe.net, f.name), getattr(NetSpec(), f.name))
+    elif not callable(recipe.net):
+        raise FastMnistError(f"net={recipe.net!r}: expected a NetSpec or a function that returns a torch.nn.Module")
+    check_net(recipe.net)
+    return recipe
+
+
 def split_assignment(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise FastMnistError(f"{text!r}: expected KEY=VALUE")
@@ -299,3 +338,11 @@ def get_recipe(name: str) -> Recipe:
         raise FastMnistError(f"unknown recipe {name!r}; choose from: fastest, {', '.join(RECIPES)}, "
                              f"or FILE.py:NAME")
     return RECIPES[name]
+
+
+LADDER = build_ladder()  # in order: each stage's parent is the one before it
+RECIPES = {r.name: r for r in LADDER}
+# `fastest` names the fastest stage that is claimed under the replication rule (stats.claim_status: >= 100 seeds
+# no tuning saw, p < 0.01, and a fresh 25-seed bench passing >= 95% of the time). Stage 22 is faster but passes
+# ~71% of the time (results/claims/bench-stage18-stage21-stage22-seeds2000-2099.json), so it is a step, unclaimed.
+FASTEST = "stage21"

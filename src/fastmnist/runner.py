@@ -18,7 +18,7 @@ from fastmnist.engine import make_engine
 from fastmnist.layout import PreparedData, prepare, preparation_key
 from fastmnist.machine import BusyMachineWarning, busy
 from fastmnist.models import check_net
-from fastmnist.recipes import Recipe
+from fastmnist.recipes import Recipe, check_recipe
 from fastmnist.trainer import RunResult, train_run
 
 
@@ -65,8 +65,10 @@ class Runner:
 
     def run_interleaved(self, recipes: list[Recipe], seeds, progress: bool = False,
                         on_run=None) -> dict[str, list[RunResult]]:
-        """Every recipe warmed first, then for each seed every recipe in turn, so each seed's runs sit
+        """Every recipe checked, then warmed, then for each seed every recipe in turn, so each seed's runs sit
         side by side in time and a paired ratio sees the same machine load."""
+        for recipe in recipes:  # all of them before the first warm-up (and its busy-machine warning)
+            check_recipe(recipe)
         for recipe in recipes:
             self.warm(recipe)
         seeds = list(seeds)
