@@ -3,6 +3,7 @@ workers on a store (each seed's recipes always on one machine, so a paired ratio
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -53,7 +54,7 @@ def benchmark(recipes: list[Recipe], seeds: list[int], mnist: Mnist, device: tor
             "capture_seconds": {r.name: runner.captures[r.name] for r in recipes}}, uses=uses)
 
     to_run = [s for s in seeds if s not in resumed]
-    bar = tqdm(total=len(to_run) * len(recipes), desc="runs", unit="run", disable=not progress, leave=False)
+    bar = tqdm(total=len(to_run) * len(recipes), desc="runs", unit="run", disable=not (progress and sys.stderr.isatty()), leave=False)
     started = time.perf_counter()
     for seed in seeds:
         if seed in resumed:

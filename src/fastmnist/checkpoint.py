@@ -73,6 +73,10 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
         check_net(net)
     model = build_net(net)
     mismatches = shape_mismatches(model, tensors)
+    if mismatches and "factory" in metadata and "net" not in metadata:
+        where = metadata["factory"].rpartition(":")[0]
+        raise FastMnistError(f"{path}: its network file {where} no longer builds the network these weights were "
+                             f"saved from (edited since?): {'; '.join(mismatches[:3])}")
     if mismatches:
         raise FastMnistError(f"{path}: weights do not match the architecture in its metadata: "
                              f"{'; '.join(mismatches[:3])}")

@@ -16,7 +16,7 @@ import sys
 import warnings
 
 from fastmnist.errors import FastMnistError
-from fastmnist.seeds import CLAIM_FIRST_SEED, MAX_SEED, TUNING_FIRST_SEED, choose_seeds
+from fastmnist.seeds import CLAIM_FIRST_SEED, MAX_SEED, TUNING_FIRST_SEED, choose_seeds, parse_seed_range
 
 
 class Terminated(KeyboardInterrupt):
@@ -88,7 +88,8 @@ def add_common(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
 
 
 def add_seed_args(parser: argparse.ArgumentParser, runs: int, what: str, first: int, use: str) -> None:
-    parser.add_argument("--runs", type=positive_int, default=runs, help=f"seeds {what} (default: {runs})")
+    parser.add_argument("--runs", type=positive_int, help=f"seeds {what} (default: {runs})")
+    parser.set_defaults(default_runs=runs)
     parser.add_argument("--first-seed", type=seed_int, metavar="N",
                         help=f"run seeds N, N+1, ... (default: {first}, the {use} range)")
     parser.add_argument("--seeds", metavar="RANGE", help="exactly these seeds, e.g. 100-124 or 3,5,9-12 "
@@ -96,7 +97,34 @@ def add_seed_args(parser: argparse.ArgumentParser, runs: int, what: str, first: 
 
 
 def chosen_seeds(args, default_first: int) -> list[int]:
-    return choose_seeds(args.runs, args.first_seed, args.seeds, default_first)
+    if args.seeds is not None and args.runs is not None:
+        raise FastMnistError(f"give --seeds or --runs, not both (--seeds {args.seeds} is {len(parse_seed_range(args.seeds))} "
+                             f"run(s))")
+    return choose_seeds(args.runs or args.default_runs, args.first_seed, args.seeds, default_first)
+
+
+def joined_values(argv: list[str]) -> list[str]:
+    """`--seeds -5-3` as `--seeds=-5-3`: argparse takes a value that starts with '-' for an option and answers
+    'expected one argument'; joined, it reaches the seed parser, which says what is wrong with it."""
+    out = []
+    for arg in argv:
+        if out and out[-1] == "--seeds" and arg.startswith("-") and arg[1:2].isdigit():
+            out[-1] = f"--seeds={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a hint when a file name that starts with '-' was read as an option."""
+    argv: list[str] = []
+
+    def error(self, message: str):
+        dashed = [a for a in Parser.argv if a.startswith("-") and not a.startswith("--") and "." in a]
+        if dashed:
+            message += (f" ({dashed[0]} was read as an option: write ./{dashed[0]}, or put -- before the file "
+                        f"names)")
+        super().error(message)
 
 
 def setup(args):
@@ -389,7 +417,7 @@ def cmd_data(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from fastmnist.version import __version__
 
-    parser = argparse.ArgumentParser(prog="fastmnist", description="Train to 99% on MNIST as fast as the "
+    parser = Parser(prog="fastmnist", description="Train to 99% on MNIST as fast as the "
                                      "hardware allows, and show where the time goes.")
     parser.add_argument("--version", action="version", version=f"fastmnist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -511,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    Parser.argv = joined_values(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(Parser.argv)
     signal.signal(signal.SIGTERM, on_sigterm)
     args.out_json = sys.stdout  # with --json, only the JSON goes there: whatever else prints (a user's recipe
     try:                        # file at import, say) goes to stderr

@@ -191,6 +191,7 @@ def download(folder: Path, hint: str) -> None:
     then, on a second line, what went wrong."""
     import pooch  # only needed here; keeps `import fastmnist` light
 
+    pooch.get_logger().setLevel("WARNING")  # its "known_hash" advice: fastmnist checks SHA-256 itself, and says so
     made = [parent for parent in [folder, *folder.parents] if not parent.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -265,19 +266,27 @@ def warn(text: str) -> None:
 def load_mnist(data_dir=None, allow_download: bool = False, use_cache: bool = True) -> Mnist:
     """Verified MNIST arrays: from --data-dir if given, else the verified cache, else the folders of
     `candidate_dirs` (downloading into the first when allowed). The cache is then (re)written."""
+    try:
+        return find_and_load(data_dir, allow_download, use_cache)
+    except PermissionError as exc:  # a folder or file this user may not read: say which, in one line
+        where = exc.filename or "a data file"
+        raise DataError(f"{where}: permission denied; point FASTMNIST_DATA (or --data-dir) at a folder this user "
+                        f"can read") from None
+
+
+def find_and_load(data_dir, allow_download: bool, use_cache: bool) -> Mnist:
     start = time.perf_counter()
-    cached = read_cache(cache_path()) if use_cache and data_dir is None else None
-    if cached is not None:
-        env = os.environ.get("FASTMNIST_DATA")
-        if env and locate(env)[0] is None:
-            warn(f"FASTMNIST_DATA={env} holds no MNIST files; using the verified cache {cache_path()}")
-        return Mnist(**cached, source=str(cache_path()), load_seconds=time.perf_counter() - start, cache="read")
     if data_dir is not None and Path(data_dir).expanduser().exists() and not Path(data_dir).expanduser().is_dir():
         raise DataError(f"--data-dir {data_dir}: is a file, not a folder")
     env = os.environ.get("FASTMNIST_DATA")
     if data_dir is None and env and Path(env).expanduser().exists() and not Path(env).expanduser().is_dir():
         raise DataError(f"FASTMNIST_DATA={env}: is a file, not a folder; point it at the folder holding the four "
                         f"MNIST files")
+    cached = read_cache(cache_path()) if use_cache and data_dir is None else None
+    if cached is not None:
+        if env and locate(env)[0] is None:
+            warn(f"FASTMNIST_DATA={env} holds no MNIST files; using the verified cache {cache_path()}")
+        return Mnist(**cached, source=str(cache_path()), load_seconds=time.perf_counter() - start, cache="read")
     folder, looked = locate(data_dir)
     hint = (f"put the four MNIST files in {data_dir} (--data-dir)" if data_dir is not None else
             "set FASTMNIST_DATA (or --data-dir) to a folder holding the four MNIST files")

@@ -122,11 +122,12 @@ def lineage(recipe: Recipe) -> list[Recipe]:
 
 
 def flat_fields(recipe: Recipe) -> dict[str, object]:
-    """The recipe's fields by name, its own network's as net.NAME (a user's network by its name)."""
+    """The recipe's fields by the names --set takes, its own network's included (a user's network by its
+    name)."""
     values = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe) if f.name not in BOOKKEEPING}
     net = values.pop("net")
     if isinstance(net, NetSpec):
-        values.update({f"net.{g.name}": getattr(net, g.name) for g in dataclasses.fields(NetSpec)})
+        values.update({g.name: getattr(net, g.name) for g in dataclasses.fields(NetSpec)})  # as --set names them
     else:
         values["net"] = net_name(net)
     return values

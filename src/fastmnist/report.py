@@ -22,6 +22,14 @@ ORIGINAL_GPU_SECONDS = {"stage0": 172.0, "stage1": 57.4, "stage2": 30.3, "stage3
 
 
 def pyplot():
+    """matplotlib on its file backend, its font cache in fastmnist's cache folder (a HOME that cannot be
+    written would otherwise cost a two-line warning on every plot)."""
+    import os
+
+    if "MPLCONFIGDIR" not in os.environ:
+        from fastmnist.data import cache_dir
+
+        os.environ["MPLCONFIGDIR"] = str(cache_dir() / "matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -7,6 +7,7 @@ run writing its seed's data order before its clock, and says what was excluded f
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 
@@ -73,7 +74,7 @@ class Runner:
             self.warm(recipe)
         seeds = list(seeds)
         results: dict[str, list[RunResult]] = {r.name: [] for r in recipes}
-        bar = tqdm(total=len(seeds) * len(recipes), desc="runs", unit="run", disable=not progress, leave=False)
+        bar = tqdm(total=len(seeds) * len(recipes), desc="runs", unit="run", disable=not (progress and sys.stderr.isatty()), leave=False)
         for seed in seeds:
             for recipe in recipes:
                 bar.set_description(f"{recipe.name} seed {seed}")

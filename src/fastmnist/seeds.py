@@ -11,6 +11,7 @@ from fastmnist.errors import FastMnistError
 MAX_SEED = 2 ** 63 - 1  # what every RNG PyTorch and numpy seed accepts
 CLAIM_FIRST_SEED = 100  # bench, ladder: claims (below 100: what the fixed-order era tuned and benched on)
 TUNING_FIRST_SEED = 1_000_000  # sweep: tuning; a bench would need a million seeds to reach it
+MAX_RUNS = 1_000_000  # the most seeds one command runs, however they are written
 
 
 def int_range(part: str, option: str, text: str, example: str) -> tuple[int, int]:
@@ -30,11 +31,14 @@ def parse_seed_range(text: str) -> list[int]:
     """'100-124' -> seeds 100..124; '7' -> [7]; '3,5,9-10' -> [3, 5, 9, 10]."""
     seeds: list[int] = []
     for part in text.split(","):
+        if part.strip().startswith("-"):
+            negative = "-" + part.strip()[1:].split("-")[0]
+            raise FastMnistError(f"--seeds {text!r}: {negative} is negative; seeds run from 0 to {MAX_SEED}")
         first, last = int_range(part, "--seeds", text, "100-124 or 3,5,9-12")
         if first < 0 or last > MAX_SEED:
             raise FastMnistError(f"--seeds {text!r}: seeds run from 0 to {MAX_SEED}")
-        if last - first >= 1_000_000:
-            raise FastMnistError(f"--seeds {text!r}: more than a million runs")
+        if len(seeds) + last - first >= MAX_RUNS:
+            raise FastMnistError(f"--seeds {text!r}: more than {MAX_RUNS:,} runs in all")
         seeds.extend(range(first, last + 1))
     if len(set(seeds)) != len(seeds):
         raise FastMnistError(f"--seeds {text!r}: a seed is listed twice")
@@ -56,7 +60,7 @@ def checked_int(name: str, value, low: int, high: int | None = None) -> int:
 def choose_seeds(runs: int, first_seed: int | None, seeds: str | list[int] | None, default_first: int) -> list[int]:
     """The seeds a command runs: `seeds` when given (a range text or a list), else `runs` of them from
     `first_seed` (default: the command's range)."""
-    checked_int("runs", runs, 1, 1_000_000)
+    checked_int("runs", runs, 1, MAX_RUNS)
     if first_seed is not None:
         checked_int("first_seed", first_seed, 0, MAX_SEED)
     if seeds is not None:

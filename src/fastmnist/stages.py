@@ -7,6 +7,7 @@ to add a new stage at the top. Stages are numbered by their place in `recipes.LA
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -77,7 +78,7 @@ def run_ladder(stages: list[Recipe], seeds: list[int], mnist, device, out_dir: P
     report = load_ladder(path) if path.is_file() else {"kind": "ladder", "stages": {}}
     runner = Runner(mnist, device, on_epoch=on_epoch)
     machine = machine_info(device, peaks=True)  # once: the floors every stage's time is held to
-    bar = tqdm(total=sum(estimated_tflop(r) for r in stages) * len(seeds), unit="TFLOP", disable=not progress,
+    bar = tqdm(total=sum(estimated_tflop(r) for r in stages) * len(seeds), unit="TFLOP", disable=not (progress and sys.stderr.isatty()),
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} TFLOP [{elapsed}<{remaining}]")
     load_start = load_average()
     results = {r.name: [] for r in stages}

@@ -26,7 +26,7 @@ def load_module(path: str | Path):
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a file that calls exit() must not pass its code off as fastmnist's
         del sys.modules[name]
         raise FastMnistError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from None
     LOADED[name] = path
