@@ -238,22 +238,25 @@ def test_impossible_networks_are_refused_before_any_run(spec, fragment):
         check_net(spec)
 
 
-def test_show_prints_every_field_and_the_stage_that_set_it():
+def test_show_prints_the_fields_that_apply_as_they_run_here_and_the_stage_that_set_them():
     import dataclasses as dc
+
+    import torch
 
     from fastmnist.commands import show_recipe
     from fastmnist.models import NetSpec
-    from fastmnist.recipes import BOOKKEEPING, FASTEST, Recipe
+    from fastmnist.recipes import BOOKKEEPING, FASTEST, Recipe, applies
 
-    text = show_recipe(get_recipe("fastest"))
-    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[3:] if line and not line[0].isspace()}
-    for f in dc.fields(Recipe):
+    recipe = get_recipe("fastest")
+    text = show_recipe(recipe, torch.device("cpu"))
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[4:] if line and not line[0].isspace()}
+    for f in [*dc.fields(Recipe), *dc.fields(NetSpec)]:
         if f.name not in BOOKKEEPING | {"net"}:
-            assert f.name in rows, f.name
-    for g in dc.fields(NetSpec):
-        assert g.name in rows, g.name  # named as --set takes it
+            assert (f.name in rows) == applies(recipe, f.name), f.name  # named as --set takes it
+    assert "momentum" in text.split("not shown, as they change nothing in this recipe: ")[1]  # Adam: no momentum
     assert rows["train_fraction"] == ["0.95", "stage17"] and rows["optimizer"] == ["adam", "stage8"]
-    assert rows["whiten1"] == ["True", "stage16"] and rows["momentum"] == ["0.9", "default"]
-    assert text.startswith(f"{FASTEST}: ") and "models.INIT_IMAGES" in text
+    assert rows["whiten1"] == ["True", "stage16"] and rows["engine"] == ["eager", "stage19", "(asked:", "graph)"]
+    assert rows["threads"][0] == str(torch.get_num_threads())  # 0 asks for PyTorch's own count: shown as it runs
+    assert text.startswith(f"{FASTEST}: ") and "models.INIT_IMAGES" in text and "layout.ORDER_STREAM" in text
     mine = show_recipe(get_recipe("stage14[lr=0.05]"))  # an override is the last setter of what it changes
-    assert "lr                    0.05          stage14[lr=0.05]" in mine
+    assert [line.split() for line in mine.splitlines() if line.startswith("lr ")] == [["lr", "0.05", "stage14[lr=0.05]"]]

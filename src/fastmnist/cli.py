@@ -190,7 +190,9 @@ def cmd_recipes(args) -> int:
     if args.show:
         from fastmnist import commands
 
-        print(commands.show_recipe(get_recipe(args.show)))
+        from fastmnist.device import pick_device
+
+        print(commands.show_recipe(get_recipe(args.show), pick_device("auto")))
         return 0
     for recipe in RECIPES.values():
         alias = "  (= fastest)" if recipe.name == FASTEST else ""

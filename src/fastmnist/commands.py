@@ -206,28 +206,40 @@ def ladder(stages: list[Recipe], seeds: list[int], load: Load, out_dir: str | Pa
 
 
 def training_constants() -> list[tuple[str, object, str]]:
-    """The constants of a run that no recipe field sets, where they live and what they do."""
-    from fastmnist import engine, layout, models, trainer
+    """The constants of a run that no recipe field sets: every module's RUN_CONSTANTS (name: why), read from
+    the modules themselves, so a constant is listed where it is defined or not at all."""
+    import importlib
 
-    return [("models.INIT_IMAGES", models.INIT_IMAGES, "training images init_from_data sees (the run's first)"),
-            ("models.WHITENING_EPS", models.WHITENING_EPS, "added to each eigenvalue of the whitening"),
-            ("layout.FIXED_ORDER_SEED", layout.FIXED_ORDER_SEED, "the one order of data_order=fixed"),
-            ("layout.WARMUP_BATCHES", layout.WARMUP_BATCHES, "batches of the untimed warm-up run, then the last"),
-            ("engine.GRAPH_WARMUP_STEPS", engine.GRAPH_WARMUP_STEPS, "eager steps before a CUDA graph capture"),
-            ("trainer.COLLAPSED_BELOW", trainer.COLLAPSED_BELOW, "% accuracy under which a run counts as diverged")]
+    rows = []
+    for module_name in ("models", "layout", "engine", "trainer"):
+        module = importlib.import_module(f"fastmnist.{module_name}")
+        rows += [(f"{module_name}.{name}", getattr(module, name), why) for name, why in module.RUN_CONSTANTS.items()]
+    return rows
 
 
-def show_recipe(recipe: Recipe) -> str:
-    """`fastmnist recipes --show`: every resolved field, its value and the stage that last set it, then the
-    constants of training: the recipe readable whole, in one place."""
-    from fastmnist.recipes import lineage, resolved_fields
+def show_recipe(recipe: Recipe, device: torch.device | None = None) -> str:
+    """`fastmnist recipes --show`: every field that applies to the recipe, the value that runs on this machine
+    (with the value asked for beside it where the machine changes it: bf16 without native bf16, a CUDA graph
+    on a CPU, threads left to PyTorch) and the stage that last set it, then the constants of training."""
+    from fastmnist.engine import effective_precision, engine_used
+    from fastmnist.recipes import applies, lineage, resolved_fields
 
-    rows = resolved_fields(recipe)
+    device = device or torch.device("cpu")
+    ran = {"precision": effective_precision(recipe, device), "engine": engine_used(recipe, device),
+           "threads": recipe.threads or torch.get_num_threads()}
+    rows = [(name, value, setter) for name, value, setter in resolved_fields(recipe) if applies(recipe, name)]
+    hidden = [name for name, _, _ in resolved_fields(recipe) if not applies(recipe, name)]
     width = max(len(name) for name, _, _ in rows) + 2
     lines = [f"{recipe.name}: {recipe.summary}",
              f"lineage: {' -> '.join(r.name for r in lineage(recipe))}",
+             f"values as they run here ({device.type}); where this machine changes a value, the one asked for follows",
              f"{'field':<{width}}{'value':<14}set by"]
-    lines += [f"{name:<{width}}{str(value):<14}{setter}" for name, value, setter in rows]
+    for name, value, setter in rows:
+        here = ran.get(name, value)
+        asked = f"  (asked: {value})" if here != value else ""
+        lines.append(f"{name:<{width}}{str(here):<14}{setter}{asked}")
+    if hidden:
+        lines.append(f"not shown, as they change nothing in this recipe: {', '.join(hidden)}")
     lines += ["", "constants of every run (not recipe fields):"]
     lines += [f"{name:<28}{str(value):<8}{why}" for name, value, why in training_constants()]
     return "\n".join(lines)

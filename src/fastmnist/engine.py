@@ -38,6 +38,7 @@ from fastmnist.models import INIT_IMAGES, NetSpec, build_net, net_name
 from fastmnist.recipes import Recipe
 
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture: cuDNN/cuBLAS set-up, grads, Adam state
+RUN_CONSTANTS = {"GRAPH_WARMUP_STEPS": "eager steps before a CUDA graph capture"}  # for `recipes --show`
 
 
 def effective_precision(recipe: Recipe, device: torch.device) -> str:

@@ -27,6 +27,9 @@ from fastmnist.recipes import Recipe
 FIXED_ORDER_SEED = 0  # data_order=fixed: the one shuffle every run walks (the original's single draw, as we drew it)
 ORDER_STREAM = 1  # the order's random stream, apart from the weights' (torch's global RNG) for the same seed
 WARMUP_BATCHES = 8  # a warm-up run trains on this many batches, then the last (partial) one, then tests
+RUN_CONSTANTS = {"FIXED_ORDER_SEED": "the one order of data_order=fixed",  # for `recipes --show`
+                 "ORDER_STREAM": "the data order's random stream, apart from the weights'",
+                 "WARMUP_BATCHES": "batches of the untimed warm-up run, then the last"}
 
 
 class TorchvisionStyleMnist(Dataset):

@@ -96,6 +96,8 @@ def net_name(spec) -> str:
 
 INIT_IMAGES = 1000  # training images given to `init_from_data`: 144k patches for a 5x5, stride-2 whitening
 WHITENING_EPS = 5e-4  # added to each eigenvalue: keeps the faintest directions from being blown up
+RUN_CONSTANTS = {"INIT_IMAGES": "training images init_from_data sees (the run's first)",  # for `recipes --show`
+                 "WHITENING_EPS": "added to each eigenvalue of the whitening"}
 
 
 def whitening_filters(images: torch.Tensor, pairs: int, kernel: int, stride: int) -> torch.Tensor:

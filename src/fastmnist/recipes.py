@@ -133,6 +133,27 @@ def flat_fields(recipe: Recipe) -> dict[str, object]:
     return values
 
 
+APPLIES = {  # fields that only some recipes use, and when they do
+    "momentum": lambda r: r.optimizer == "sgd",
+    "beta1": lambda r: r.optimizer in ("adam", "muon"),
+    "beta2": lambda r: r.optimizer in ("adam", "muon"),
+    "muon_lr": lambda r: r.optimizer == "muon",
+    "muon_momentum": lambda r: r.optimizer == "muon",
+    "muon_scope": lambda r: r.optimizer == "muon",
+    "fused_optimizer": lambda r: r.optimizer in ("adam", "sgd"),
+    "gamma": lambda r: r.schedule == "step",
+    "pct_start": lambda r: r.schedule == "onecycle",
+    "data_order": lambda r: True,
+    "dropout1": lambda r: isinstance(r.net, NetSpec) and r.net.dropout1 > 0,
+    "dropout2": lambda r: isinstance(r.net, NetSpec) and r.net.dropout2 > 0,
+}
+
+
+def applies(recipe: Recipe, name: str) -> bool:
+    """Whether a field changes anything in this recipe's runs (momentum without SGD does not)."""
+    return APPLIES.get(name, lambda r: True)(recipe)
+
+
 def resolved_fields(recipe: Recipe) -> list[tuple[str, object, str]]:
     """Every field of the recipe, its network's included, with its value and the recipe of its lineage that
     last set it ('default' when none did): one recipe whole, as airbench's `hyp` reads."""

@@ -21,6 +21,7 @@ from fastmnist.device import cpu_threads, sync
 from fastmnist.recipes import Recipe
 
 COLLAPSED_BELOW = 20.0  # % test accuracy: twice chance; a finished run below it has diverged, NaN or not
+RUN_CONSTANTS = {"COLLAPSED_BELOW": "% accuracy under which a run counts as diverged"}  # for `recipes --show`
 
 
 @dataclass

@@ -1,0 +1,133 @@
+"""`fastest` (stage 21) in one file of plain PyTorch, top to bottom, as airbench writes a recipe: every
+hyperparameter in `hyp`, the network in `Net`, one run in `main`. fastmnist is imported only to load the
+verified MNIST arrays. On a CPU it gives the same accuracy as `fastmnist train --seed S`, seed for seed
+(tests/test_examples.py checks it, and that `hyp` matches the recipe); it is not timed.
+
+    python examples/fastest.py --seed 0
+"""
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastmnist.data import MEAN, STD, load_mnist
+
+hyp = {
+    "net": {"whitening_pairs": 12, "kernel1": 5, "stride1": 2, "conv2": 16, "kernel2": 3, "fc": 128},
+    "opt": {"lr": 0.0175, "betas": (0.7, 0.9), "pct_start": 0.3, "label_smoothing": 0.1},
+    "batch_size": 448,
+    "test_batch_size": 2000,
+    "train_fraction": 0.95,  # each seed trains on the first 95% of its own order of the images
+    "init_images": 1000,  # the run's first images, from which the whitening filters are computed
+    "whitening_eps": 5e-4,
+    "order_stream": 1,  # the data order's random stream, apart from the weights'
+}
+
+
+def whitening_filters(images, pairs, kernel, stride, eps):
+    """The strongest eigenvectors of the image patches' covariance, scaled to unit variance, and their
+    negatives: a first layer that needs no training (airbench's init_whitening_conv)."""
+    patches = F.unfold(images.float().contiguous(), kernel, stride=stride).transpose(1, 2).reshape(-1, kernel ** 2)
+    mean = patches.mean(0)
+    covariance = (patches.T @ patches / len(patches) - torch.outer(mean, mean)).double()
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    strongest = eigenvectors[:, -pairs:].flip(1) / torch.sqrt(eigenvalues[-pairs:].flip(0) + eps)
+    filters = strongest.T.reshape(pairs, 1, kernel, kernel).float()
+    return torch.cat([filters, -filters])
+
+
+class Net(nn.Module):
+    """whitened conv1 (frozen, stride 2) -> ReLU -> conv2 -> max-pool -> BatchNorm -> ReLU -> fc -> ReLU -> fc.
+    The layers are created in this order so the seed's default init draws what fastmnist's draws."""
+
+    def __init__(self, h):
+        super().__init__()
+        pairs, side = h["whitening_pairs"], (28 - h["kernel1"]) // h["stride1"] + 1
+        self.conv1 = nn.Conv2d(1, 2 * pairs, h["kernel1"], stride=h["stride1"], bias=False)
+        self.conv1.weight.requires_grad_(False)
+        self.conv2 = nn.Conv2d(2 * pairs, h["conv2"], h["kernel2"], bias=False)
+        self.bn2 = nn.BatchNorm2d(h["conv2"])
+        self.fc1 = nn.Linear(h["conv2"] * ((side - h["kernel2"] + 1) // 2) ** 2, h["fc"])
+        self.fc2 = nn.Linear(h["fc"], 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x), inplace=True)
+        x = F.relu(self.bn2(F.max_pool2d(self.conv2(x), 2)), inplace=True)
+        x = torch.flatten(x.permute(0, 2, 3, 1), 1)  # channels_last's own order: a view, no copy
+        x = F.relu(self.fc1(x), inplace=True)
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+def normalised(images):
+    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def one_cycle_rates(lr, pct_start, steps):
+    """PyTorch's OneCycleLR, stepped every batch: the lr of every step, and the value after the last."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, pct_start=pct_start, total_steps=steps,
+                                                   cycle_momentum=False)
+    rates = [optimizer.param_groups[0]["lr"]]
+    for _ in range(steps):
+        optimizer.step()
+        schedule.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return torch.tensor(rates, dtype=torch.float64)
+
+
+def main(seed: int, h=hyp) -> float:
+    mnist = load_mnist(allow_download=True)
+    bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()  # native bf16, else fp32
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+
+    # The seed's order of the training images (its subset: the first 95%), drawn apart from the weights
+    order = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(h["order_stream"],))).permutation(60000)
+    index = torch.from_numpy(order)
+    images = normalised(mnist.train_images).index_select(0, index)
+    labels = torch.from_numpy(mnist.train_labels.astype(np.int64)).index_select(0, index)
+    n, bs = int(60000 * h["train_fraction"]), h["batch_size"]
+    batches = [(images[i:min(i + bs, n)], labels[i:min(i + bs, n)]) for i in range(0, n, bs)]
+
+    # The model: default init from the seed, whitening from the run's first images, channels_last
+    torch.manual_seed(seed)
+    model = Net(h["net"])
+    with torch.no_grad():
+        model.conv1.weight.copy_(whitening_filters(images[:h["init_images"]], h["net"]["whitening_pairs"],
+                                                   h["net"]["kernel1"], h["net"]["stride1"], h["whitening_eps"]))
+    model = model.to(memory_format=torch.channels_last)
+
+    # One epoch of Adam (fused) under OneCycle, the lr a tensor rewritten after every step
+    rates = one_cycle_rates(h["opt"]["lr"], h["opt"]["pct_start"], len(batches))
+    lr = rates[0].clone()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, betas=h["opt"]["betas"],
+                                 fused=True)
+    model.train()
+    for step, (x, y) in enumerate(batches):
+        with autocast():
+            output = model(x)
+        loss = F.cross_entropy(output.float(), y, label_smoothing=h["opt"]["label_smoothing"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lr.copy_(rates[step + 1])
+
+    # The test evaluation
+    model.eval()
+    test_images = normalised(mnist.test_images)
+    test_labels = torch.from_numpy(mnist.test_labels.astype(np.int64))
+    correct = 0
+    with torch.no_grad(), autocast():
+        for i in range(0, len(test_labels), h["test_batch_size"]):
+            output = model(test_images[i:i + h["test_batch_size"]])
+            correct += int((output.argmax(1) == test_labels[i:i + h["test_batch_size"]]).sum())
+    return 100.0 * correct / len(test_labels)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="fastest (stage 21) in plain PyTorch, one run")
+    parser.add_argument("--seed", type=int, default=0)
+    print(f"seed {parser.parse_args().seed}: test accuracy {main(parser.parse_args().seed)!r}%")
