@@ -59,7 +59,8 @@ def test_a_file_that_exits_while_loading_is_one_line_not_its_exit_code(tmp_path,
     (["bench", "stage14", "--seeds", "-5-3"], "-5 is negative"),
     (["bench", "stage14", "--runs", "3", "--seeds", "100-101"], "not both"),
     (["bench", "stage14", "--seeds", "0-999999,1000000-1999999"], "more than 1,000,000 runs in all"),
-    (["sweep", "--param", "lr=0.01,0.02", "--seeds", "5-1"], "reversed")])
+    (["sweep", "--param", "lr=0.01,0.02", "--seeds", "5-1"], "reversed"),
+    (["sweep", "--param", "lr=fast"], "expected a number")])
 def test_seed_options_are_checked_as_a_whole(args, fragment, data_env, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert_one_line_error(in_process(args, data_env, monkeypatch, capsys), fragment)
@@ -134,3 +135,24 @@ def test_search_space_errors_create_nothing(data_env, monkeypatch, capsys, tmp_p
     result = in_process(["search", "--space-file", str(space_file), "--out", str(out)], data_env, monkeypatch, capsys)
     assert_one_line_error(result, "fc = 5: expected a text")
     assert json.loads(json.dumps(fastmnist.api.__all__)).count("FastMnistError") == 1
+
+
+def test_a_network_file_edited_since_the_model_was_saved_is_named(real_mnist, data_env, tmp_path):
+    import torch
+
+    from fastmnist import commands
+    from fastmnist.userfile import load_object
+    from tests.conftest import run_cli
+
+    net_file = tmp_path / "mynet.py"
+    net_file.write_text("import torch\n\ndef make():\n    return torch.nn.Sequential(torch.nn.Flatten(), "
+                        "torch.nn.Linear(784, 10))\n")
+    recipe = derive(get_recipe("stage14"), "mine", "a linear model", net=load_object(f"{net_file}:make"),
+                    train_fraction=0.02, threads=1)
+    model = tmp_path / "mine.safetensors"
+    result, _ = commands.train(recipe, 0, real_mnist, torch.device("cpu"), warmup=False, save=model)
+    assert not result.diverged and model.is_file()
+    net_file.write_text(net_file.read_text().replace("torch.nn.Linear(784, 10)", "torch.nn.Linear(784, 16), "
+                                                     "torch.nn.ReLU(), torch.nn.Linear(16, 10)"))  # the user edits it
+    refused = run_cli("evaluate", str(model), env=data_env, check=False)
+    assert_one_line_error(refused, f"its network file {net_file} no longer builds the network")

@@ -285,8 +285,11 @@ def cmd_sweep(args) -> int:
     from fastmnist.output import check_folder
     from fastmnist.recipes import get_recipe
 
+    from fastmnist.search import parse_params
+
     recipe = get_recipe(args.recipe)
     seeds = chosen_seeds(args, TUNING_FIRST_SEED)
+    parse_params(recipe, args.param)  # every value checked before the folder is made: a refusal leaves nothing
     out_dir = check_folder(Path(args.out), "--out")
     say = (lambda text: None) if args.quiet else stderr
 
