@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import gzip
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,13 @@ def small_mnist(real_mnist) -> Mnist:
 def data_env(real_mnist, tmp_path) -> dict[str, str]:
     """The environment a CLI run needs: the real MNIST, and a cache of the test's own."""
     return {"FASTMNIST_DATA": real_mnist.source, "FASTMNIST_CACHE": str(tmp_path / "cache")}
+
+
+def sigint_default() -> None:
+    """For a child process the tests interrupt: a shell that starts a job in the background (`bash .ci/run &`)
+    leaves SIGINT ignored, the child inherits that, and Python then never raises KeyboardInterrupt. The
+    child gets the default disposition back, as it has under a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args, env=None, check=True):

@@ -24,7 +24,7 @@ from fastmnist.recipes import get_recipe
 from fastmnist.stats import (block_p_values, claim_status, median_interval, paired_ratio_interval,
                              replication_probability, summarize)
 from fastmnist.trainer import train_run
-from tests.conftest import in_process, run_cli
+from tests.conftest import in_process, run_cli, sigint_default
 
 CPU = torch.device("cpu")
 SLICE = "stage14[train_fraction=0.03,threads=1]"
@@ -164,7 +164,8 @@ def test_an_interrupted_bench_keeps_its_seeds_and_the_same_command_continues(dat
 def test_ctrl_c_on_a_long_bench_says_where_its_seeds_are(env, tmp_path):
     out = tmp_path / "long.json"
     proc = subprocess.Popen([sys.executable, "-m", "fastmnist.cli", "bench", SLICE, "--runs", "500", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=sigint_default)
     while "bench: about" not in (line := proc.stderr.readline()):
         assert line, "the bench ended before its estimate"
     assert "500 seed(s)" in line and "Ctrl-C keeps the finished seeds" in line

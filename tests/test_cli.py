@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import assert_one_line_error, in_process, run_cli, write_synthetic
+from tests.conftest import assert_one_line_error, in_process, run_cli, sigint_default, write_synthetic
 
 SLICE = "train_fraction=0.02"
 
@@ -177,7 +177,7 @@ def test_a_ladder_says_how_long_it_will_take_and_ctrl_c_leaves_no_empty_folder(d
     out = tmp_path / "new-ladder"
     proc = subprocess.Popen([sys.executable, "-m", "fastmnist.cli", "ladder", "--stages", "0", "--runs", "1",
                              "--out", str(out)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, **data_env})
+                            env={**os.environ, **data_env}, preexec_fn=sigint_default)
     estimate = proc.stderr.readline()
     assert estimate.startswith("ladder: 1 stage(s) x 1 run(s): about ") and "as recorded on" in estimate
     proc.send_signal(signal.SIGINT)  # during stage 0's warm-up: no stage has finished

@@ -20,7 +20,7 @@ from fastmnist.cli import main as cli_main
 from fastmnist.recipes import FASTEST, get_recipe
 from fastmnist.benchmark import benchmark
 from fastmnist.store import open_store
-from tests.conftest import POSTGRES, assert_one_line_error, in_process, postgres_reason
+from tests.conftest import POSTGRES, assert_one_line_error, in_process, postgres_reason, sigint_default
 from tests.store_worker import worker_opens
 
 SLICE = "train_fraction=0.02"
@@ -42,7 +42,8 @@ def sweep_command(url, study, out):
 
 
 def run_together(commands, env, timeout=300):
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              preexec_fn=sigint_default)
              for c in commands]
     outs = [p.communicate(timeout=timeout) for p in procs]
     for p, (_, err) in zip(procs, outs):
@@ -85,7 +86,8 @@ def test_three_workers_share_a_sweep_each_run_once(store_url, env, tmp_path):
 
 def start_and_wait_for_a_run(command, env, nth=1):
     """The worker, once it has started its nth run (so n-1 are finished)."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=sigint_default)
     started = 0
     for line in proc.stderr:
         started += line.startswith(("sweep: running", "bench: running"))
