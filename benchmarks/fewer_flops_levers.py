@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastmnist
-from fastmnist.models import INIT_IMAGES, ConvNet, whitening_filters
+from fastmnist.training.nets import INIT_IMAGES, ConvNet, whitening_filters
 
 
 class WhitenedNet(nn.Module):

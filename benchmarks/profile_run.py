@@ -18,12 +18,12 @@ import sys
 from torch.profiler import ProfilerActivity, profile
 
 from fastmnist.data import load_mnist
-from fastmnist.device import pick_device
-from fastmnist.recipes import get_recipe
-from fastmnist.machine import describe, machine_info
-from fastmnist.output import write_json
-from fastmnist.records import envelope
-from fastmnist.runner import Runner
+from fastmnist.training.device import pick_device
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.results.machine import describe, machine_info
+from fastmnist.results.output import write_json
+from fastmnist.results.records import envelope
+from fastmnist.training.runner import Runner
 
 PHASES = ("forward", "backward", "optimizer", "evaluation")
 

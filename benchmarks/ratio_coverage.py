@@ -10,15 +10,14 @@ false "faster/slower" verdict, which is 1 - coverage. Writes JSON and prints a m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
 from scipy import stats
 
-from fastmnist.output import write_json
-from fastmnist.provenance import provenance
-from fastmnist.stats import median_interval
+from fastmnist.results.output import write_json
+from fastmnist.results.provenance import provenance
+from fastmnist.experiments.stats import median_interval
 
 PAIRS = (6, 7, 10, 15, 25, 50, 100)
 NOISE = {  # log-ratio draws whose true median is 0, so the ratio's is 1

@@ -11,9 +11,9 @@ import argparse
 import sys
 from dataclasses import asdict
 
-from fastmnist.frontier import SeedPlan, operating_characteristics
-from fastmnist.output import write_json
-from fastmnist.provenance import provenance
+from fastmnist.experiments.seed_plan import SeedPlan, operating_characteristics
+from fastmnist.results.output import write_json
+from fastmnist.results.provenance import provenance
 
 MEANS = (98.90, 98.95, 99.00, 99.02, 99.04, 99.06, 99.08, 99.10)
 

@@ -14,11 +14,35 @@ import pytest
 
 from fastmnist.data import FILES, Mnist, load_mnist
 from fastmnist.errors import DataError
-from fastmnist.store import open_store
+from fastmnist.experiments.store import open_store
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "mnist"
 # a PostgreSQL server for the many-machines tests: .ci/run starts one and sets this
 POSTGRES = os.environ.get("FASTMNIST_TEST_POSTGRES", "postgresql+psycopg://fastmnist:pw-ci-4831@localhost/fastmnist")
+
+
+def new_model(recipe, data, seed: int):
+    """A model built from scratch with `seed`, as model creation must reproduce it: PyTorch's default init
+    from the seed (on the CPU), moved to the device, its data-dependent init, then its memory layout."""
+    import torch
+
+    from fastmnist.training.nets import INIT_IMAGES, build_net
+
+    torch.manual_seed(seed)
+    model = build_net(recipe.net).to(data.device)
+    if hasattr(model, "init_from_data"):
+        model.init_from_data(data.first_train_images(INIT_IMAGES))
+    return model.to(memory_format=torch.channels_last) if recipe.channels_last else model
+
+
+def one_run(recipe, data, seed: int, warmup: bool = False):
+    """One run of `recipe` on prepared `data`, through a new engine (`Runner` keeps one per recipe)."""
+    from fastmnist.training.engines import make_engine
+    from fastmnist.training.trainer import train_run
+
+    engine = make_engine(recipe, data)
+    engine.build()
+    return train_run(engine, seed, warmup=warmup)
 
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:
@@ -145,7 +169,7 @@ def in_process(args, env, monkeypatch, capsys) -> subprocess.CompletedProcess:
     """The CLI's main() in this process (no interpreter and torch to start), as a finished process."""
     import torch
 
-    from fastmnist.cli import main
+    from fastmnist.cli.main import main
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -1,7 +1,7 @@
 """A process that opens a store and nothing else: spawned by the store-creation race test, so each child
 imports Optuna and fastmnist's store, not PyTorch."""
 
-from fastmnist.store import open_store
+from fastmnist.experiments.store import open_store
 
 
 def worker_opens(path, barrier, results):

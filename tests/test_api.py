@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import fastmnist
-from fastmnist.checkpoint import load_model, save_model
-from fastmnist.cli import main as cli_main
+from fastmnist.use.checkpoint import load_model, save_model
+from fastmnist.cli.main import main as cli_main
 from fastmnist.errors import FastMnistError
-from fastmnist.models import NETS, flops_per_image
-from fastmnist.recipes import get_recipe
-from fastmnist.layout import prepare
+from fastmnist.training.nets import NETS, flops_per_image
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.training.layout import prepare
 from tests.conftest import assert_one_line_error, in_process
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import fastmnist
-from fastmnist.recipes import Recipe
-from fastmnist.userfile import load_object
+from fastmnist.recipes.recipe import Recipe
+from fastmnist.recipes.userfile import load_object
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVERS = ROOT / "benchmarks" / "fewer_flops_levers.py"
@@ -50,3 +50,14 @@ def test_gpu_script_runs_end_to_end_on_a_cpu(real_mnist, tmp_path):
     assert "1 passed" in (out / "tests.txt").read_text()
     assert json.loads((out / "bench-stage14-vs-fastest-1.json").read_text())["kind"] == "bench"
     assert "| stage18 |" in (out / "ladder" / "ladder.md").read_text()
+
+
+def test_before_after_runs_a_commit_beside_this_checkout(data_env, tmp_path):
+    out = tmp_path / "before-after.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "before_after.py"), "HEAD",
+                           "stage14[train_fraction=0.03]", "--seeds", "0-1", "--out", str(out)], capture_output=True,
+                          text=True, env={**os.environ, **data_env}, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    compared = json.loads(out.read_text())["comparison"]["stage14[train_fraction=0.03]"]
+    assert compared["same_accuracy_every_seed"] is True  # the model and data order a seed gives have not moved
+    assert compared["time_ratio_after_over_before"]["median"] > 0

@@ -15,16 +15,14 @@ import pytest
 import torch
 from scipy import stats
 
-from fastmnist import commands
-from fastmnist.benchmark import resumable_runs
-from fastmnist.cli import main as cli_main
-from fastmnist.layout import prepare
-from fastmnist.ledger import Ledger, definition, entry
-from fastmnist.recipes import get_recipe
-from fastmnist.stats import (block_p_values, claim_status, median_interval, paired_ratio_interval,
+from fastmnist.experiments.bench import bench
+from fastmnist.experiments.bench import resumable_runs
+from fastmnist.training.layout import prepare
+from fastmnist.experiments.ledger import Ledger, definition
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.experiments.stats import (block_p_values, claim_status, median_interval, paired_ratio_interval,
                              replication_probability, summarize)
-from fastmnist.trainer import train_run
-from tests.conftest import in_process, run_cli, sigint_default
+from tests.conftest import in_process, one_run, run_cli, sigint_default
 
 CPU = torch.device("cpu")
 SLICE = "stage14[train_fraction=0.03,threads=1]"
@@ -97,7 +95,7 @@ def test_a_definition_is_what_runs_not_what_it_is_called(tmp_path):
     net_file = tmp_path / "mynet.py"
     net_file.write_text("import torch\n\ndef make():\n    return torch.nn.Sequential(torch.nn.Flatten(), "
                         "torch.nn.Linear(784, 10))\n")
-    from fastmnist.userfile import load_object
+    from fastmnist.recipes.userfile import load_object
 
     user = dataclasses.replace(stage14, net=load_object(f"{net_file}:make"))
     before = definition(user)
@@ -130,7 +128,7 @@ def test_a_shared_bench_reports_its_own_seeds_and_reruns_an_edited_recipe(data_e
 def test_stages_0_to_2_walk_the_seeds_order_and_subset_drawn_before_the_clock(small_mnist):
     recipe = dataclasses.replace(get_recipe("stage2"), train_fraction=0.02, epochs=2, threads=1)
     data = prepare(small_mnist, recipe, CPU)
-    a, b, again = (train_run(recipe, data, seed=s) for s in (1, 2, 1))
+    a, b, again = (one_run(recipe, data, seed=s) for s in (1, 2, 1))
     assert a.images_seen == 2 * int(len(small_mnist.train_labels) * 0.02)
     assert a.data_order != b.data_order and a.data_order == again.data_order and a.order_seconds > 0
     assert a.accuracy == again.accuracy
@@ -150,13 +148,13 @@ def test_an_interrupted_bench_keeps_its_seeds_and_the_same_command_continues(dat
         if len(runs) == 3:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        commands.bench(recipes, [100, 101, 102], lambda: (CPU, small_mnist), out=out, on_run=stop_after_three)
+        bench(recipes, [100, 101, 102], lambda: (CPU, small_mnist), out=out, on_run=stop_after_three)
     kept = json.loads(out.read_text())
     assert kept["partial"] and kept["seeds"] == "100" and len(kept["runs"]) == 2
     assert set(resumable_runs(kept, recipes, [100, 101, 102])) == {100}
     assert resumable_runs(kept, recipes[:1] + [get_recipe("stage14")], [100]) == {}  # another bench: nothing
     resumed = []
-    report = commands.bench(recipes, [100, 101, 102], lambda: (CPU, small_mnist), out=out, on_resume=resumed.append)
+    report = bench(recipes, [100, 101, 102], lambda: (CPU, small_mnist), out=out, on_resume=resumed.append)
     assert resumed == [1] and report["seeds"] == "100-102" and len(report["runs"]) == 6
     assert [r["accuracy"] for r in report["runs"] if r["seed"] == 100] == [r["accuracy"] for r in kept["runs"]]
 

@@ -1,5 +1,6 @@
-"""The training step as one unit, and the engines: the same trajectory as the inline loop it replaced (CPU),
-and, where CUDA exists, a captured epoch that replays as independent runs (skipped loudly elsewhere)."""
+"""The training step as one unit, and the engines: the same trajectory as a plain inline loop (CPU), model
+creation that reproduces a model built from scratch, and, where CUDA exists, a captured epoch that replays as
+independent runs (skipped loudly elsewhere)."""
 
 import dataclasses
 import subprocess
@@ -10,13 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastmnist.engine import (CudaGraphEngine, EagerEngine, TrainStep, engine_used, graph_problems,
-                              learning_rates, make_engine, new_model, unregistered_tensors)
 from fastmnist.errors import FastMnistError
-from fastmnist.layout import memory_batches, prepare
-from fastmnist.recipes import FASTEST, get_recipe
-from fastmnist.runner import Runner
-from fastmnist.trainer import train_run
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.recipes.stages import FASTEST
+from fastmnist.training.engines import (CudaGraphEngine, EagerEngine, engine_used, graph_problems, make_engine,
+                                        unregistered_tensors)
+from fastmnist.training.layout import memory_batches, prepare
+from fastmnist.training.optim import learning_rates
+from fastmnist.training.runner import Runner
+from fastmnist.training.step import TrainStep
+from tests.conftest import new_model, one_run
 
 CPU = torch.device("cpu")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA TEST SKIPPED: PyTorch sees no CUDA device "
@@ -39,9 +43,9 @@ def test_learning_rate_table_is_pytorchs_own_schedule():
 
 
 @pytest.mark.parametrize("name", ["stage18", "stage5", "stage10[optimizer=sgd,lr=0.05]"])
-def test_the_step_unit_follows_the_inline_loop_it_replaced(small_mnist, name):
-    """The loop as timed_run wrote it before the step was a unit: OneCycleLR writing a Python float after
-    every step, the loss chosen every step. Same losses and weights, step for step, on the CPU."""
+def test_the_step_unit_follows_a_plain_inline_loop(small_mnist, name):
+    """A plain loop: OneCycleLR writing a Python float after every step, the loss chosen every step. Same
+    losses and weights, step for step, on the CPU."""
     recipe = get_recipe(name)
     data = prepare(small_mnist, recipe, CPU)
     batches = memory_batches(data, recipe)[:5]
@@ -82,6 +86,59 @@ def test_the_step_unit_follows_the_inline_loop_it_replaced(small_mnist, name):
     assert step.lr.item() == pytest.approx(schedule.get_last_lr()[0], rel=1e-12)
 
 
+@pytest.mark.parametrize("name", ["stage2", "stage10", "stage18", FASTEST])
+def test_model_creation_is_a_model_built_from_scratch_without_building_one(small_mnist, name):
+    """The built model re-initialised in place holds what a new model with the seed holds, parameters and
+    buffers, and leaves torch's generator where a new model leaves it (dropout draws from it next)."""
+    recipe = get_recipe(name)
+    data = prepare(small_mnist, recipe, CPU)
+    engine = make_engine(recipe, data)
+    engine.build()
+    assert engine.weights.in_place
+    for seed in (5, 6):
+        engine.lay_out(seed)
+        run = engine.start(seed, warmup=False)
+        after_reset = torch.get_rng_state()
+        fresh = new_model(recipe, data, seed)
+        assert torch.equal(after_reset, torch.get_rng_state())
+        assert run.model is engine.model
+        for key, value in fresh.state_dict().items():
+            assert torch.equal(run.model.state_dict()[key], value), key
+
+
+class DrawsInItsConstructor(torch.nn.Module):
+    """A user's network whose init is not its layers' reset_parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+        torch.nn.init.normal_(self.fc.weight, std=0.01)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_a_network_whose_constructor_draws_its_own_init_is_built_anew_each_run(small_mnist):
+    recipe = dataclasses.replace(get_recipe("stage14"), net=DrawsInItsConstructor)
+    data = prepare(small_mnist, recipe, CPU)
+    engine = make_engine(recipe, data)
+    engine.build()
+    assert not engine.weights.in_place
+    engine.lay_out(3)
+    run = engine.start(3, warmup=False)
+    assert torch.equal(run.model.fc.weight, new_model(recipe, data, 3).fc.weight)
+
+
+def test_a_run_starts_only_on_the_order_laid_out_for_its_seed(small_mnist):
+    recipe = get_recipe("stage18")
+    engine = make_engine(recipe, prepare(small_mnist, recipe, CPU))
+    engine.build()
+    engine.lay_out(3)
+    with pytest.raises(RuntimeError, match="seed 4's data order is not laid out"):
+        engine.start(4, warmup=False)
+    engine.start(3, warmup=False)
+
+
 def test_reset_is_a_new_step(small_mnist):
     recipe = get_recipe("stage18")
     data = prepare(small_mnist, recipe, CPU)
@@ -102,7 +159,7 @@ def test_graph_engine_on_a_cpu_runs_the_step_eagerly_and_says_so(small_mnist):
     assert recipe.engine == "graph" and engine_used(recipe, CPU) == "eager"
     data = prepare(small_mnist, recipe, CPU)
     assert isinstance(make_engine(recipe, data), EagerEngine)
-    graph, eager = (train_run(r, data, seed=2) for r in (recipe, get_recipe("stage18")))
+    graph, eager = (one_run(r, data, seed=2) for r in (recipe, get_recipe("stage18")))
     assert graph.engine == "eager" and graph.accuracy == eager.accuracy  # the same step, the same run
 
 
@@ -149,6 +206,7 @@ def test_a_run_starts_from_exactly_a_new_model(real_mnist):
     data = prepare(real_mnist, recipe, CUDA)
     engine = CudaGraphEngine(recipe, data)
     engine.build()
+    engine.lay_out(7)
     run = engine.start(7, warmup=False)
     fresh = new_model(recipe, data, 7)
     for name, value in fresh.state_dict().items():
@@ -286,8 +344,8 @@ def test_after_a_failed_capture_graph_recipes_are_refused_in_one_line(real_mnist
 import dataclasses, torch
 from fastmnist.data import load_mnist
 from fastmnist.errors import FastMnistError
-from fastmnist.recipes import get_recipe
-from fastmnist.runner import Runner
+from fastmnist.recipes.recipe import get_recipe
+from fastmnist.training.runner import Runner
 from tests.test_engine import CaptureBreakingNet
 runner = Runner(load_mnist({real_mnist.source!r}, use_cache=False), torch.device("cuda"))
 for recipe in (dataclasses.replace(get_recipe("stage19"), net=CaptureBreakingNet, name="breaks"),
@@ -326,7 +384,7 @@ def test_a_network_with_unregistered_tensors_is_named():
             self.linear = torch.nn.Linear(4, 2)
             self.running = torch.zeros(2)  # neither a parameter nor a buffer
 
-    from fastmnist.models import NETS, ConvNet
+    from fastmnist.training.nets import NETS, ConvNet
 
     assert unregistered_tensors(Leaky()) == ["running"]
     assert unregistered_tensors(ConvNet(NETS["D"])) == [] and unregistered_tensors(torch.nn.Linear(2, 2)) == []
@@ -334,15 +392,15 @@ def test_a_network_with_unregistered_tensors_is_named():
 
 def test_a_run_records_where_its_time_went(small_mnist):
     recipe = get_recipe("stage18")
-    result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=1)
+    result = one_run(recipe, prepare(small_mnist, recipe, CPU), seed=1)
     parts = result.creation_seconds + result.training_seconds + result.test_seconds
     assert all(p > 0 for p in (result.creation_seconds, result.training_seconds, result.test_seconds))
     assert parts <= result.seconds  # the parts lie inside the clock; no timing threshold (a busy machine)
 
 
 def test_muon_is_pytorchs_update_for_matrices_and_flattens_conv_filters():
-    from fastmnist.engine import FlatMuon, muon_split
-    from fastmnist.models import ConvNet
+    from fastmnist.training.optim import FlatMuon, muon_split
+    from fastmnist.training.nets import ConvNet
 
     torch.manual_seed(0)
     theirs = torch.nn.Parameter(torch.randn(16, 40))
@@ -379,10 +437,10 @@ def linear_net():
 def test_muon_without_a_matrix_for_it_is_one_line(small_mnist, name):
     recipe = dataclasses.replace(get_recipe(name), net=linear_net)  # its only weight is the head's
     with pytest.raises(FastMnistError, match="has no (hidden weight matrices|convolution filters) for Muon"):
-        train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0, warmup=True)
+        one_run(recipe, prepare(small_mnist, recipe, CPU), seed=0, warmup=True)
 
 
 def test_a_muon_recipe_trains(small_mnist):
     recipe = get_recipe("stage18[optimizer=muon,muon_lr=0.05]")
-    result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
+    result = one_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
     assert result.accuracy > 75.0 and not result.diverged  # 11 steps of batch 448 on the 6k slice

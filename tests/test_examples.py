@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import fastmnist
-from fastmnist import layout, models
-from fastmnist.recipes import get_recipe
+from fastmnist.training import layout, nets
+from fastmnist.recipes.overrides import get_recipe
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fastest.py"
 
@@ -34,7 +34,7 @@ def test_its_hyperparameters_are_the_recipes():
     assert (h["batch_size"], h["test_batch_size"], h["train_fraction"]) == (r.batch_size, r.test_batch_size,
                                                                             r.train_fraction)
     assert (r.channels_last, r.precision, r.data_order, r.data_path) == (True, "bf16", "seed", "memory")
-    assert (h["init_images"], h["whitening_eps"], h["order_stream"]) == (models.INIT_IMAGES, models.WHITENING_EPS,
+    assert (h["init_images"], h["whitening_eps"], h["order_stream"]) == (nets.INIT_IMAGES, nets.WHITENING_EPS,
                                                                          layout.ORDER_STREAM)
 
 

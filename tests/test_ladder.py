@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from fastmnist.errors import FastMnistError
-from fastmnist.stages import run_ladder
-from fastmnist.recipes import RECIPES
-from fastmnist.report import ORIGINAL_GPU_SECONDS, ladder_markdown, write_ladder_report
+from fastmnist.experiments.ladder import run_ladder
+from fastmnist.recipes.stages import RECIPES
+from fastmnist.experiments.ladder import ORIGINAL_GPU_SECONDS, ladder_markdown, write_ladder_report
 
 
 def test_ladder_runs_merges_and_reports(small_mnist, tmp_path):
@@ -45,8 +45,8 @@ def test_foreign_ladder_json_is_refused(small_mnist, tmp_path):
 
 
 def test_fields_added_since_a_run_count_as_unchanged_only_at_their_default():
-    from fastmnist.report import is_stale
-    from fastmnist.records import recipe_record
+    from fastmnist.experiments.ladder import is_stale
+    from fastmnist.results.records import recipe_record
 
     stored = recipe_record(RECIPES["stage8"])
     del stored["fused_optimizer"]  # a field added later, at its default: the runs still stand

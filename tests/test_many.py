@@ -16,10 +16,11 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from fastmnist.cli import main as cli_main
-from fastmnist.recipes import FASTEST, get_recipe
-from fastmnist.benchmark import benchmark
-from fastmnist.store import open_store
+from fastmnist.cli.main import main as cli_main
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.recipes.stages import FASTEST
+from fastmnist.experiments.bench import benchmark
+from fastmnist.experiments.store import open_store
 from tests.conftest import POSTGRES, assert_one_line_error, in_process, postgres_reason, sigint_default
 from tests.store_worker import worker_opens
 
@@ -241,7 +242,7 @@ def test_a_job_is_taken_back_at_once_from_a_dead_local_worker_and_never_from_a_l
 
     from optuna.trial import TrialState
 
-    from fastmnist.store import this_worker
+    from fastmnist.experiments.store import this_worker
 
     store = open_store(f"sqlite:///{tmp_path / 'jobs.db'}", "load", stale_after=1)
     dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,

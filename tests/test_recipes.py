@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from fastmnist.errors import FastMnistError
-from fastmnist.stages import parse_stages
-from fastmnist.models import NETS, ConvNet, NetSpec, check_net, flops_per_image, whitening_filters
-from fastmnist.recipes import (FASTEST, LADDER, RECIPES, derive, describe_changes, get_recipe, parse_param,
-                               with_overrides)
+from fastmnist.experiments.ladder import parse_stages
+from fastmnist.training.nets import NETS, ConvNet, NetSpec, check_net, flops_per_image, whitening_filters
+from fastmnist.recipes.overrides import get_recipe, parse_param, with_overrides
+from fastmnist.recipes.recipe import derive, describe_changes
+from fastmnist.recipes.stages import FASTEST, LADDER, RECIPES
 
 # docs/ladder.md, one row a stage: net, data path, batch, optimiser, lr, schedule, epochs, early stop,
 # floor batches (drop_last), test batch
@@ -150,7 +151,7 @@ def test_fastest_is_a_stage_the_committed_evidence_claims():
     import json
     from pathlib import Path
 
-    from fastmnist.ledger import definition
+    from fastmnist.experiments.ledger import definition
 
     assert get_recipe("fastest") is get_recipe(FASTEST)
     pooled = json.loads((Path(__file__).parents[1] / "results" / "claims" / "pooled.json").read_text())
@@ -243,9 +244,10 @@ def test_show_prints_the_fields_that_apply_as_they_run_here_and_the_stage_that_s
 
     import torch
 
-    from fastmnist.commands import show_recipe
-    from fastmnist.models import NetSpec
-    from fastmnist.recipes import BOOKKEEPING, FASTEST, Recipe, applies
+    from fastmnist.recipes.recipes import show_recipe
+    from fastmnist.training.nets import NetSpec
+    from fastmnist.recipes.recipe import BOOKKEEPING, Recipe, applies
+    from fastmnist.recipes.stages import FASTEST
 
     recipe = get_recipe("fastest")
     text = show_recipe(recipe, torch.device("cpu"))
@@ -257,6 +259,6 @@ def test_show_prints_the_fields_that_apply_as_they_run_here_and_the_stage_that_s
     assert rows["train_fraction"] == ["0.95", "stage17"] and rows["optimizer"] == ["adam", "stage8"]
     assert rows["whiten1"] == ["True", "stage16"] and rows["engine"] == ["eager", "stage19", "(asked:", "graph)"]
     assert rows["threads"][0] == str(torch.get_num_threads())  # 0 asks for PyTorch's own count: shown as it runs
-    assert text.startswith(f"{FASTEST}: ") and "models.INIT_IMAGES" in text and "layout.ORDER_STREAM" in text
+    assert text.startswith(f"{FASTEST}: ") and "nets.INIT_IMAGES" in text and "layout.ORDER_STREAM" in text
     mine = show_recipe(get_recipe("stage14[lr=0.05]"))  # an override is the last setter of what it changes
     assert [line.split() for line in mine.splitlines() if line.startswith("lr ")] == [["lr", "0.05", "stage14[lr=0.05]"]]

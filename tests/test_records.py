@@ -11,14 +11,16 @@ import torch
 from scipy import stats
 
 import fastmnist
-from fastmnist.benchmark import seed_job, shared_benchmark, stored_bench_report
-from fastmnist.machine import machine_info
-from fastmnist.provenance import redact
-from fastmnist.recipes import get_recipe
-from fastmnist.report import bench_table, ladder_markdown, ladder_plot, sweep_table
-from fastmnist.runner import Runner
-from fastmnist.stats import p_reaches, summarize
-from fastmnist.store import open_store
+from fastmnist.experiments.bench import seed_job, shared_benchmark, stored_bench_report
+from fastmnist.results.machine import machine_info
+from fastmnist.results.provenance import redact
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.experiments.ladder import ladder_markdown, ladder_plot
+from fastmnist.experiments.sweep import sweep_table
+from fastmnist.results.report import bench_table
+from fastmnist.training.runner import Runner
+from fastmnist.experiments.stats import p_reaches, summarize
+from fastmnist.experiments.store import open_store
 from tests.conftest import assert_one_line_error, in_process
 
 SLICE = "stage18[train_fraction=0.05]"
@@ -83,7 +85,7 @@ def test_passwords_are_hidden_in_urls_and_command_lines():
                         ("postgresql://db/x?PASSWORD=s3cr3t", "postgresql://db/x?PASSWORD=***")]:
         assert redact(f"--storage {form} --study y") == f"--storage {shown} --study y"
     code = ("import sys; sys.argv = ['fastmnist', 'bench', '--storage', 'postgresql://u:hunter2@h/db']; "
-            "from fastmnist.provenance import provenance; print(provenance()['command'])")
+            "from fastmnist.results.provenance import provenance; print(provenance()['command'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "hunter2" not in out and "postgresql://u:***@h/db" in out
 
@@ -92,7 +94,7 @@ def test_importing_the_records_side_runs_no_git_and_no_api():
     code = ("import subprocess, sys\n"
             "def refuse(*a, **k): raise AssertionError('git ran at import')\n"
             "subprocess.run = refuse\n"
-            "import fastmnist.machine, fastmnist.provenance, fastmnist.checkpoint, fastmnist.records\n"
+            "import fastmnist.results.machine, fastmnist.results.provenance, fastmnist.use.checkpoint, fastmnist.results.records\n"
             "print('fastmnist.api' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
@@ -137,7 +139,7 @@ def test_single_run_sweep_shows_na_not_zero():
 
 def test_ladder_picture_draws_points_on_a_log_axis(monkeypatch, tmp_path):
     figures = []
-    monkeypatch.setattr("fastmnist.report.save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr("fastmnist.experiments.ladder.save_figure", lambda fig, path: figures.append(fig))
     row = {"seconds_mean": 41.5, "seconds_std": 1.0, "accuracy_mean": 99.1, "accuracy_std": 0.1, "target": 99.0}
     ladder_plot({"stages": {"stage13": {"summary": row}, "stage14": {"summary": {**row, "seconds_mean": 27.5}}}},
                 tmp_path / "x.png")

@@ -9,9 +9,10 @@ import subprocess
 import pytest
 
 import fastmnist
-from fastmnist.cli import main as cli_main
+from fastmnist.cli.main import main as cli_main
 from fastmnist.errors import FastMnistError
-from fastmnist.recipes import derive, get_recipe
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.recipes.recipe import derive
 from tests.conftest import assert_one_line_error, in_process
 
 FASTEST = get_recipe("fastest")
@@ -23,7 +24,7 @@ FASTEST = get_recipe("fastest")
     (dict(train_fraction=1.5), "train_fraction=1.5: out of range"), (dict(name=""), "needs a name"),
     (dict(optimizer="lion"), "choose from"), (dict(batch_size=64.5), "expected an integer")])
 def test_the_api_refuses_what_the_cli_refuses_before_loading_anything(change, fragment, monkeypatch):
-    monkeypatch.setattr("fastmnist.commands.setup", lambda *a, **k: pytest.fail("data loaded for a bad recipe"))
+    monkeypatch.setattr("fastmnist.api.setup", lambda *a, **k: pytest.fail("data loaded for a bad recipe"))
     bad = dataclasses.replace(FASTEST, **change)
     for call in (lambda: fastmnist.bench([bad], runs=1), lambda: fastmnist.train(bad)):
         with pytest.raises(fastmnist.FastMnistError, match=fragment):
@@ -117,7 +118,7 @@ def test_no_progress_bar_or_carriage_return_in_a_log(env, tmp_path):
 def test_plots_keep_matplotlibs_cache_in_ours(tmp_path, monkeypatch):
     monkeypatch.delenv("MPLCONFIGDIR", raising=False)
     monkeypatch.setenv("FASTMNIST_CACHE", str(tmp_path / "cache"))
-    from fastmnist.report import pyplot
+    from fastmnist.results.output import pyplot
 
     pyplot()
     assert os.environ["MPLCONFIGDIR"] == str(tmp_path / "cache" / "matplotlib")
@@ -140,8 +141,8 @@ def test_search_space_errors_create_nothing(data_env, monkeypatch, capsys, tmp_p
 def test_a_network_file_edited_since_the_model_was_saved_is_named(real_mnist, data_env, tmp_path):
     import torch
 
-    from fastmnist import commands
-    from fastmnist.userfile import load_object
+    from fastmnist.training.train import train
+    from fastmnist.recipes.userfile import load_object
     from tests.conftest import run_cli
 
     net_file = tmp_path / "mynet.py"
@@ -150,7 +151,7 @@ def test_a_network_file_edited_since_the_model_was_saved_is_named(real_mnist, da
     recipe = derive(get_recipe("stage14"), "mine", "a linear model", net=load_object(f"{net_file}:make"),
                     train_fraction=0.02, threads=1)
     model = tmp_path / "mine.safetensors"
-    result, _ = commands.train(recipe, 0, real_mnist, torch.device("cpu"), warmup=False, save=model)
+    result, _ = train(recipe, 0, lambda: (torch.device("cpu"), real_mnist), warmup=False, save=model)
     assert not result.diverged and model.is_file()
     net_file.write_text(net_file.read_text().replace("torch.nn.Linear(784, 10)", "torch.nn.Linear(784, 16), "
                                                      "torch.nn.ReLU(), torch.nn.Linear(16, 10)"))  # the user edits it

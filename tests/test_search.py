@@ -16,9 +16,12 @@ import pytest
 from optuna.trial import TrialState
 
 from fastmnist.errors import FastMnistError
-from fastmnist.frontier import Dimension, SeedPlan, operating_characteristics, pareto, parse_space
-from fastmnist.recipes import get_recipe
-from fastmnist.store import open_study
+from fastmnist.experiments.front import pareto
+from fastmnist.experiments.seed_plan import SeedPlan
+from fastmnist.recipes.overrides import Dimension, parse_fields
+from fastmnist.experiments.seed_plan import operating_characteristics
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.experiments.store import open_study
 from tests.conftest import assert_one_line_error, in_process
 
 SLICE = "stage14[train_fraction=0.05]"
@@ -28,6 +31,10 @@ def search_args(out, *extra) -> list[str]:
     return ["search", "--recipe", SLICE, "--reference", SLICE, "--space", "lr=0.008:0.02:log",
             "--space", "batch_size=256,512", "--trials", "4", "--runs", "3", "--look", "1", "--verify-seeds", "6",
             "--target", "60", "--alpha", "0.05", "--threads", "1", "--out", str(out), *extra]
+
+
+def parse_space(recipe, texts):
+    return parse_fields(recipe, texts, "--space", ranges=True)
 
 
 def test_a_space_is_ranges_and_lists_checked_before_anything_runs():
@@ -106,7 +113,7 @@ class TimedRunner:
         self.times, self.rng = times, np.random.default_rng(0)
 
     def run_interleaved(self, recipes, seeds):
-        from fastmnist.trainer import RunResult
+        from fastmnist.training.trainer import RunResult
 
         return {r.name: [RunResult(r.name, s, float(self.rng.normal(99.2, 0.05)),
                                    self.times.get(r.lr, 1.0) * float(self.rng.uniform(0.98, 1.02)), 1, [99.2], False,
@@ -114,7 +121,7 @@ class TimedRunner:
 
 
 def test_verification_adds_seeds_until_the_best_and_runner_up_part_or_its_cap():
-    from fastmnist.frontier import SearchSpec, verify
+    from fastmnist.experiments.search import SearchSpec, verify
 
     recipe = get_recipe("stage14")
     rows = [{"trial": i, "feasible": True, "time_ratio": 0.8 + i / 100, "accuracy_mean": 99.2, "point": {"lr": lr}}

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from fastmnist.benchmark import benchmark
-from fastmnist.cli import main as cli_main
+from fastmnist.experiments.bench import benchmark
+from fastmnist.cli.main import main as cli_main
 from fastmnist.errors import FastMnistError
-from fastmnist.layout import prepare, training_order
-from fastmnist.recipes import get_recipe
-from fastmnist.search import SweepSpec
-from fastmnist.seeds import CLAIM_FIRST_SEED, TUNING_FIRST_SEED, choose_seeds, parse_seed_range
-from fastmnist.stats import paired_ratio_interval, verdict
-from fastmnist.trainer import train_run
+from fastmnist.training.layout import prepare, training_order
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.experiments.sweep import SweepSpec
+from fastmnist.experiments.seeds import CLAIM_FIRST_SEED, TUNING_FIRST_SEED, choose_seeds, parse_seed_range
+from fastmnist.experiments.stats import paired_ratio_interval, verdict
 
 CPU = torch.device("cpu")
 SUBSET = dataclasses.replace(get_recipe("stage18"), train_fraction=0.5)  # half of the slice: the subset shows
+from tests.conftest import one_run
 
 
 def trained_indices(data, recipe):
@@ -32,7 +32,7 @@ def trained_indices(data, recipe):
 
 def test_two_seeds_walk_two_orders_and_two_subsets(small_mnist):
     data = prepare(small_mnist, SUBSET, CPU)
-    a, b = (train_run(SUBSET, data, seed=s) for s in (101, 102))
+    a, b = (one_run(SUBSET, data, seed=s) for s in (101, 102))
     assert a.data_order != b.data_order and len(a.data_order) == 12
     data.lay_out(SUBSET, 101)
     first = trained_indices(data, SUBSET)
@@ -46,9 +46,9 @@ def test_two_seeds_walk_two_orders_and_two_subsets(small_mnist):
 
 def test_the_same_seed_is_the_same_run_twice(small_mnist):
     data = prepare(small_mnist, SUBSET, CPU)
-    a = train_run(SUBSET, data, seed=7)
-    train_run(SUBSET, data, seed=8)  # another run in between writes its own order into the buffers
-    b = train_run(SUBSET, data, seed=7)
+    a = one_run(SUBSET, data, seed=7)
+    one_run(SUBSET, data, seed=8)  # another run in between writes its own order into the buffers
+    b = one_run(SUBSET, data, seed=7)
     assert (a.data_order, a.accuracy) == (b.data_order, b.accuracy)
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
 
@@ -56,7 +56,7 @@ def test_the_same_seed_is_the_same_run_twice(small_mnist):
 def test_a_fixed_order_is_one_order_for_every_seed(small_mnist):
     fixed = dataclasses.replace(SUBSET, data_order="fixed")
     data = prepare(small_mnist, fixed, CPU)
-    a, b = (train_run(fixed, data, seed=s) for s in (1, 2))
+    a, b = (one_run(fixed, data, seed=s) for s in (1, 2))
     assert a.data_order == b.data_order and a.accuracy != b.accuracy  # the weights still differ
     assert np.array_equal(training_order(fixed, 1, 60000), training_order(fixed, 99, 60000))
 
@@ -64,7 +64,7 @@ def test_a_fixed_order_is_one_order_for_every_seed(small_mnist):
 def test_whitening_sees_the_runs_own_first_images(small_mnist):
     recipe = get_recipe("stage16")
     data = prepare(small_mnist, recipe, CPU)
-    a, b = (train_run(recipe, data, seed=s) for s in (1, 2))
+    a, b = (one_run(recipe, data, seed=s) for s in (1, 2))
     assert not torch.equal(a.model.conv1.weight, b.model.conv1.weight)
 
 

@@ -8,9 +8,10 @@ import pytest
 from optuna.trial import TrialState
 
 from fastmnist.errors import FastMnistError
-from fastmnist.recipes import get_recipe
-from fastmnist.store import open_store
-from fastmnist.search import SweepSpec, coordinate_ascent, parse_params
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.experiments.store import open_store
+from fastmnist.experiments.sweep import SweepSpec, coordinate_ascent
+from fastmnist.recipes.overrides import parse_fields
 
 RECIPE = get_recipe("stage8")
 PARAMS = (("lr", (0.005, 0.02)), ("batch_size", (128, 512)))
@@ -28,15 +29,19 @@ def store_at(tmp_path, name="s"):
     return open_store(f"sqlite:///{tmp_path / 'sweep.db'}", name, stale_after=600)
 
 
+def params(recipe, texts):
+    return tuple((d.name, d.choices) for d in parse_fields(recipe, texts, "--param", ranges=False))
+
+
 def test_parse_params_and_errors():
-    assert parse_params(RECIPE, ["lr=0.005,0.01", "optimizer=adam,sgd"]) == (
+    assert params(RECIPE, ["lr=0.005,0.01", "optimizer=adam,sgd"]) == (
         ("lr", (0.005, 0.01)), ("optimizer", ("adam", "sgd")))
     for bad, fragment in [(["nope=1"], "unknown parameter 'nope'; valid: "), (["lr=abc"], "expected a number"),
                           (["batch_size=0,64"], "out of range"), (["optimizer=lion"], "choose from"),
                           (["lr"], "expected KEY=VALUE"), (["lr=,"], "no values"), ([], "at least one"),
                           (["lr=0.1", "lr=0.2"], "given twice")]:
         with pytest.raises(FastMnistError, match=fragment):
-            parse_params(RECIPE, bad)
+            params(RECIPE, bad)
 
 
 def test_coordinate_ascent_finds_the_peak(tmp_path):
@@ -119,4 +124,3 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     jobs = Counter(t.user_attrs["job"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
     # lr: 3 points, batch_size: 2 new points (the incumbent is shared) -> 5 points x 4 seeds, each once
     assert len(jobs) == 20 and set(jobs.values()) == {1}
-

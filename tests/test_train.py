@@ -4,16 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from fastmnist.device import pick_device
-from fastmnist.models import INIT_IMAGES, NETS, whitening_filters
-from fastmnist.recipes import derive, get_recipe
-from fastmnist.benchmark import benchmark
-from fastmnist.runner import Runner
-from fastmnist.stats import summarize, welch_p
-from fastmnist.layout import TorchvisionStyleMnist, normalise, prepare
-from fastmnist.trainer import train_run
+from fastmnist.training.device import pick_device
+from fastmnist.training.nets import INIT_IMAGES, NETS, whitening_filters
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.recipes.recipe import derive
+from fastmnist.experiments.bench import benchmark
+from fastmnist.training.runner import Runner
+from fastmnist.experiments.stats import summarize, welch_p
+from fastmnist.training.layout import TorchvisionStyleMnist, normalise, prepare
 
 CPU = torch.device("cpu")
+from tests.conftest import one_run
 
 
 def quick(name="stage8", **changes):
@@ -21,7 +22,7 @@ def quick(name="stage8", **changes):
 
 
 def test_short_real_training_learns(small_mnist):
-    result = train_run(quick(), prepare(small_mnist, quick(), CPU), seed=0)
+    result = one_run(quick(), prepare(small_mnist, quick(), CPU), seed=0)
     assert result.accuracy > 80.0  # chance is 10%; seeds 0-3 give 90-93% here, other CPUs round differently
     assert not result.diverged
     assert result.images_seen == 6000 and result.epochs == 1
@@ -29,7 +30,7 @@ def test_short_real_training_learns(small_mnist):
 
 def test_same_seed_same_accuracy_other_seed_differs(small_mnist):
     data = prepare(small_mnist, quick(), CPU)
-    a, b, c = (train_run(quick(), data, seed=s) for s in (3, 3, 4))
+    a, b, c = (one_run(quick(), data, seed=s) for s in (3, 3, 4))
     assert a.accuracy == b.accuracy
     assert torch.equal(a.model.fc2.weight, b.model.fc2.weight)
     assert not torch.equal(a.model.fc2.weight, c.model.fc2.weight)
@@ -37,7 +38,7 @@ def test_same_seed_same_accuracy_other_seed_differs(small_mnist):
 
 def test_dataloader_path_and_early_stop(small_mnist):
     recipe = quick("stage2", epochs=3, target=50.0)  # any real learning passes 50%: stop after epoch 1
-    result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
+    result = one_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
     assert result.epochs == 1 and result.accuracy >= 50.0
     assert len(result.epoch_accuracies) == 1
 
@@ -46,19 +47,19 @@ def test_batch_counts_floor_and_ceil(small_mnist):
     floor = quick("stage4", epochs=1, early_stop=False)  # 6000 // 128 = 46 batches
     ceil = quick("stage8", batch_size=128)  # ceil(6000 / 128) = 47 batches, the last one partial
     for recipe, seen in ((floor, 46 * 128), (ceil, 6000)):
-        assert train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0).images_seen == seen
+        assert one_run(recipe, prepare(small_mnist, recipe, CPU), seed=0).images_seen == seen
 
 
 @pytest.mark.parametrize("lr", [1e12, 100.0])
 def test_diverging_run_is_flagged_not_raised(small_mnist, lr):
     recipe = quick(optimizer="sgd", lr=lr)  # lr 100 ends at chance with NaN weights, not a NaN loss sum
-    result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
+    result = one_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
     assert result.diverged
     assert result.accuracy < 50.0
 
 
 def test_warmup_run_covers_last_partial_batch(small_mnist):
-    result = train_run(quick(), prepare(small_mnist, quick(), CPU), seed=0, warmup=True)
+    result = one_run(quick(), prepare(small_mnist, quick(), CPU), seed=0, warmup=True)
     assert result.images_seen == 8 * 256 + 6000 % 256
 
 
@@ -127,10 +128,10 @@ def test_auto_device_on_this_machine():
 
 
 def test_bf16_falls_back_to_fp32_without_native_support(small_mnist):
-    from fastmnist.device import native_bf16
+    from fastmnist.training.device import native_bf16
 
     recipe = quick("fastest", precision="bf16")
-    result = train_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
+    result = one_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
     assert result.precision == ("bf16" if native_bf16(CPU) else "fp32")
     assert result.accuracy > 75.0  # 12 steps of batch 512; chance is 10%, seeds 0-3 give 86-88% here
 
@@ -138,7 +139,7 @@ def test_bf16_falls_back_to_fp32_without_native_support(small_mnist):
 def test_fastest_recipe_learns_on_a_slice(small_mnist):
     recipe = get_recipe("fastest")
     data = prepare(small_mnist, recipe, CPU)
-    result = train_run(recipe, data, seed=0)
+    result = one_run(recipe, data, seed=0)
     assert result.accuracy > 75.0  # 11 steps; seeds 0-3 give 86-88% here
     assert result.images_seen == int(6000 * recipe.train_fraction)
     if recipe.net.whiten1:  # its first layer came from the data, inside the clock, and stayed as it was
@@ -154,6 +155,6 @@ def test_whitening_works_on_the_per_sample_data_path(small_mnist):
     first = data.first_train_images(5)
     assert torch.allclose(first, normalise(small_mnist.train_images[:5], CPU, False))
     assert torch.allclose(first, torch.stack([data.train[i][0] for i in range(5)]), atol=1e-6)  # as trained on
-    result = train_run(recipe, data, seed=0)
+    result = one_run(recipe, data, seed=0)
     assert result.accuracy > 80.0 and not result.diverged  # 94 steps of batch 64
     assert not result.model.conv1.weight.requires_grad

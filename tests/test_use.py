@@ -9,21 +9,22 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from fastmnist.checkpoint import load_model, save_model
+from fastmnist.use.checkpoint import load_model, save_model
 from fastmnist.errors import FastMnistError
-from fastmnist.models import NETS, ConvNet
-from fastmnist.recipes import get_recipe
-from fastmnist.report import error_grid
-from fastmnist.layout import prepare
-from fastmnist.trainer import train_run
-from fastmnist.use import evaluate_model, export_onnx, predict_files, to_mnist_format
-from tests.conftest import in_process, run_cli
+from fastmnist.training.nets import NETS, ConvNet
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.use.evaluate import error_grid
+from fastmnist.training.layout import prepare
+from fastmnist.use.evaluate import evaluate_model
+from fastmnist.use.export import export_onnx
+from fastmnist.use.predict import predict_files, to_mnist_format
+from tests.conftest import in_process, one_run, run_cli
 
 
 @pytest.fixture(scope="module")
 def trained(small_mnist, tmp_path_factory):
     recipe = get_recipe("stage8")
-    result = train_run(recipe, prepare(small_mnist, recipe, torch.device("cpu")), seed=0)
+    result = one_run(recipe, prepare(small_mnist, recipe, torch.device("cpu")), seed=0)
     path = tmp_path_factory.mktemp("model") / "m.safetensors"
     save_model(path, result.model, {"recipe": recipe.name, "accuracy": result.accuracy})
     return path, result
@@ -42,7 +43,7 @@ def test_save_load_evaluate_matches_training(trained, small_mnist):
 
 def test_a_whitened_model_keeps_its_filters_through_save_and_load(small_mnist, tmp_path):
     recipe = get_recipe("stage16")
-    result = train_run(recipe, prepare(small_mnist, recipe, torch.device("cpu")), seed=0)
+    result = one_run(recipe, prepare(small_mnist, recipe, torch.device("cpu")), seed=0)
     save_model(tmp_path / "w.safetensors", result.model, {"recipe": recipe.name})
     model, _ = load_model(tmp_path / "w.safetensors")
     assert torch.equal(model.conv1.weight, result.model.conv1.weight) and not model.conv1.weight.requires_grad
@@ -249,7 +250,7 @@ def test_export_without_onnx_says_how_to_install_it_from_a_checkout(monkeypatch,
     import builtins
 
     from fastmnist.errors import FastMnistError
-    from fastmnist.use import export_onnx
+    from fastmnist.use.export import export_onnx
 
     real_import = builtins.__import__
     monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fastmnist import cli
-from fastmnist.checkpoint import load_model
-from fastmnist.output import atomic_write, write_text
-from fastmnist.recipes import FASTEST
+from fastmnist.use.checkpoint import load_model
+from fastmnist.results.output import atomic_write, write_text
+from fastmnist.recipes.stages import FASTEST
 from tests.conftest import assert_one_line_error, in_process
 
 UNWRITABLE = "/proc/fastmnist-test"  # nothing can be created under /proc, even as root

@@ -1,6 +1,6 @@
 """fastmnist from Python: the harness (trainer, interleaved multi-seed bench, sweep) for your own recipes
 and networks, in a notebook or a script. Each function checks its arguments as the CLI does, then calls the
-same `commands` function the CLI calls.
+same command function the CLI calls (each in the file named after its command).
 
     import fastmnist
     mine = fastmnist.derive(fastmnist.recipe("stage14"), "mine", "stage 14 at lr 0.03", lr=0.03)
@@ -15,15 +15,21 @@ import json
 import os
 from pathlib import Path
 
-from fastmnist import commands
 from fastmnist.data import Mnist, load_mnist
-from fastmnist.output import write_json
-from fastmnist.recipes import Recipe, check_recipe, derive, get_recipe
+from fastmnist.experiments import bench as bench_command
+from fastmnist.experiments import ladder as ladder_command
+from fastmnist.experiments import sweep as sweep_command
+from fastmnist.results.output import write_json
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.recipes.recipe import Recipe, check_recipe, derive
 from fastmnist.errors import FastMnistError
-from fastmnist.seeds import CLAIM_FIRST_SEED, MAX_SEED, TUNING_FIRST_SEED, checked_int, choose_seeds
-from fastmnist.trainer import RunResult
+from fastmnist.experiments.seeds import CLAIM_FIRST_SEED, MAX_SEED, TUNING_FIRST_SEED, checked_int, choose_seeds
+from fastmnist.training import train as train_command
+from fastmnist.training.nets import NetSpec
+from fastmnist.training.runner import setup
+from fastmnist.training.trainer import RunResult
 
-__all__ = ["FastMnistError", "Recipe", "Report", "RunResult", "bench", "derive", "ladder", "load_mnist", "recipe",
+__all__ = ["FastMnistError", "NetSpec", "Recipe", "Report", "RunResult", "bench", "derive", "ladder", "load_mnist", "recipe",
            "sweep", "train"]
 
 
@@ -34,9 +40,10 @@ class Report(dict):
         return json.dumps(self, indent=1, default=str)
 
     def table(self) -> str:
-        from fastmnist.report import bench_table, sweep_table
+        from fastmnist.experiments.sweep import sweep_table
+        from fastmnist.results.report import bench_table
 
-        from fastmnist.report import ladder_markdown
+        from fastmnist.experiments.ladder import ladder_markdown
 
         return {"bench": bench_table, "sweep": sweep_table, "ladder": ladder_markdown}[self["kind"]](self)
 
@@ -63,10 +70,10 @@ def resolve(recipes) -> list[Recipe]:
 
 
 def loader(device: str, threads: int | None, data_dir, mnist: Mnist | None, offline: bool):
-    """What loads the device and data when runs will happen (commands.setup), `threads` checked now."""
+    """What loads the device and data when runs will happen (runner.setup), `threads` checked now."""
     if threads is not None:
         checked_int("threads", threads, 1, os.cpu_count() or 1)
-    return lambda: commands.setup(device, threads, data_dir, offline, mnist)
+    return lambda: setup(device, threads, data_dir, offline, mnist)
 
 
 def train(recipe: Recipe | str, seed: int = 0, *, device: str = "auto", threads: int | None = None, data_dir=None,
@@ -75,8 +82,7 @@ def train(recipe: Recipe | str, seed: int = 0, *, device: str = "auto", threads:
     Returns `.accuracy` (%), `.seconds`, `.epochs`, `.diverged`, `.engine`, `.model` and the rest of the run."""
     [recipe] = resolve([recipe])
     checked_int("seed", seed, 0, MAX_SEED)
-    torch_device, mnist = loader(device, threads, data_dir, mnist, offline)()
-    return commands.train(recipe, seed, mnist, torch_device, warmup=warmup)[0]
+    return train_command.train(recipe, seed, loader(device, threads, data_dir, mnist, offline), warmup=warmup)[0]
 
 
 def bench(recipes, runs: int = 10, *, first_seed: int | None = None, seeds=None, device: str = "auto",
@@ -88,7 +94,7 @@ def bench(recipes, runs: int = 10, *, first_seed: int | None = None, seeds=None,
     names = [r for r in ([recipes] if isinstance(recipes, str) else recipes) if isinstance(r, str)]
     recipes = resolve(recipes)
     chosen = choose_seeds(runs, first_seed, seeds, CLAIM_FIRST_SEED)
-    return Report(commands.bench(recipes, chosen, loader(device, threads, data_dir, mnist, offline),
+    return Report(bench_command.bench(recipes, chosen, loader(device, threads, data_dir, mnist, offline),
                                  storage=storage, study=study, progress=progress,
                                  asked_as=names if len(names) == len(recipes) else None))
 
@@ -104,7 +110,7 @@ def sweep(recipe: Recipe | str, params: dict[str, list], runs: int = 30, *, firs
     [recipe] = resolve([recipe])
     chosen = choose_seeds(runs, first_seed, seeds, TUNING_FIRST_SEED)
     texts = [f"{name}={','.join(map(str, values))}" for name, values in params.items()]
-    return Report(commands.sweep(recipe, texts, chosen, loader(device, threads, data_dir, mnist, offline),
+    return Report(sweep_command.sweep(recipe, texts, chosen, loader(device, threads, data_dir, mnist, offline),
                                  rounds=rounds, objective=objective, target=target, storage=storage, study=study,
                                  out_dir=out)[0])
 
@@ -115,8 +121,8 @@ def ladder(stages: str = "all", runs: int = 5, out: str | Path = "ladder", *, fi
     """The ladder's stages ('0-8', '17-19,mine.py:r', 'all'), interleaved over `runs` seeds from the claims
     range (or `first_seed`, or exactly `seeds`), into OUT/ladder.json, ladder.md and ladder.png, as
     `fastmnist ladder` does; returns the ladder report."""
-    from fastmnist.stages import parse_stages
+    from fastmnist.experiments.ladder import parse_stages
 
     chosen = choose_seeds(runs, first_seed, seeds, CLAIM_FIRST_SEED)
-    return Report(commands.ladder(resolve(parse_stages(stages)), chosen, loader(device, threads, data_dir, mnist, offline),
+    return Report(ladder_command.ladder(resolve(parse_stages(stages)), chosen, loader(device, threads, data_dir, mnist, offline),
                                   out)[0])

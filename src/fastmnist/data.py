@@ -20,7 +20,7 @@ import numpy as np
 import platformdirs
 
 from fastmnist.errors import DataError
-from fastmnist.output import atomic_write
+from fastmnist.results.output import atomic_write
 
 MEAN, STD = 0.1307, 0.3081  # pixel statistics of the training set, scaled to [0, 1]
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
@@ -306,3 +306,14 @@ def find_and_load(data_dir, allow_download: bool, use_cache: bool) -> Mnist:
         except OSError as exc:
             cache = f"not written ({exc.strerror or exc}): MNIST is read and verified from the files each time"
     return Mnist(**arrays, source=str(folder), load_seconds=time.perf_counter() - start, cache=cache)
+
+
+def data(data_dir=None, offline: bool = False) -> list[str]:
+    """Where MNIST is looked for, then found, verified (downloaded if allowed) and cached: a few lines."""
+    looks = (f"looks in: {cache_path()} (verified cache), then {', '.join(map(str, candidate_dirs(data_dir)))}"
+             if data_dir is None else f"looks in: {data_dir}")
+    mnist = load_mnist(data_dir, allow_download=not offline)
+    counts = " ".join(str(int((mnist.train_labels == d).sum())) for d in range(10))
+    return [looks, f"MNIST OK: {len(mnist.train_labels)} training and {len(mnist.test_labels)} test images, "
+                   f"verified by SHA-256, from {mnist.source}",
+            f"training label counts 0-9: {counts}", f"cache: {cache_path()}: {mnist.cache}"]

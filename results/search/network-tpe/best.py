@@ -5,8 +5,7 @@ seeds neither the search nor its verification used, e.g.
     fastmnist bench stage18 THIS_FILE.py:best --seeds 600-699
 """
 
-from fastmnist import Recipe
-from fastmnist.models import NetSpec
+from fastmnist import NetSpec, Recipe
 
 # definition c2e53269b57d: stage21[conv1=20,conv2=16,kernel2=3,fc=192,batchnorm=True,batch_size=512,lr=0.016274113044,train_fraction=1.0,label_smoothing=0.09885500363,pct_start=0.268189651594]
 best = Recipe(

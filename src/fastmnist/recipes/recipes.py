@@ -1,0 +1,64 @@
+"""`fastmnist recipes`: the recipes, each with what it changes from its parent, and one recipe shown whole
+as it runs on this machine."""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.recipes.recipe import Recipe, applies
+from fastmnist.recipes.stages import FASTEST, RECIPES, changes_from_parent, lineage, resolved_fields
+from fastmnist.training.engines import engine_used
+from fastmnist.training.step import effective_precision
+
+
+RUN_CONSTANT_MODULES = ("nets", "layout", "engines", "trainer")  # the modules of fastmnist.training that have any
+
+
+def listing(diff: bool = False) -> list[str]:
+    """One line per recipe (the one `fastest` names marked); with `diff`, what each changes from its parent."""
+    lines = []
+    for recipe in RECIPES.values():
+        alias = "  (= fastest)" if recipe.name == FASTEST else ""
+        lines.append(f"{recipe.name:<10} {recipe.summary}{alias}")
+        if diff:
+            lines += [f"{'':<12}{line}" for line in changes_from_parent(recipe)]
+    return lines
+
+
+def training_constants() -> list[tuple[str, object, str]]:
+    """The constants of a run that no recipe field sets: every module's RUN_CONSTANTS (name: why), read from
+    the modules themselves, so a constant is listed where it is defined or not at all."""
+    rows = []
+    for module_name in RUN_CONSTANT_MODULES:
+        module = importlib.import_module(f"fastmnist.training.{module_name}")
+        rows += [(f"{module_name}.{name}", getattr(module, name), why) for name, why in module.RUN_CONSTANTS.items()]
+    return rows
+
+
+def show_recipe(recipe: Recipe | str, device: torch.device | None = None) -> str:
+    """`fastmnist recipes --show`: every field that applies to the recipe, the value that runs on this machine
+    (with the value asked for beside it where the machine changes it: bf16 without native bf16, a CUDA graph
+    on a CPU, threads left to PyTorch) and the stage that last set it, then the constants of training."""
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    device = device or torch.device("cpu")
+    ran = {"precision": effective_precision(recipe, device), "engine": engine_used(recipe, device),
+           "threads": recipe.threads or torch.get_num_threads()}
+    rows = [(name, value, setter) for name, value, setter in resolved_fields(recipe) if applies(recipe, name)]
+    hidden = [name for name, _, _ in resolved_fields(recipe) if not applies(recipe, name)]
+    width = max(len(name) for name, _, _ in rows) + 2
+    lines = [f"{recipe.name}: {recipe.summary}",
+             f"lineage: {' -> '.join(r.name for r in lineage(recipe))}",
+             f"values as they run here ({device.type}); where this machine changes a value, the one asked for follows",
+             f"{'field':<{width}}{'value':<14}set by"]
+    for name, value, setter in rows:
+        here = ran.get(name, value)
+        asked = f"  (asked: {value})" if here != value else ""
+        lines.append(f"{name:<{width}}{str(here):<14}{setter}{asked}")
+    if hidden:
+        lines.append(f"not shown, as they change nothing in this recipe: {', '.join(hidden)}")
+    lines += ["", "constants of every run (not recipe fields):"]
+    lines += [f"{name:<28}{str(value):<8}{why}" for name, value, why in training_constants()]
+    return "\n".join(lines)
