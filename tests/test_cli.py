@@ -178,10 +178,13 @@ def test_a_ladder_says_how_long_it_will_take_and_ctrl_c_leaves_no_empty_folder(d
     proc = subprocess.Popen([sys.executable, "-m", "fastmnist.cli", "ladder", "--stages", "0", "--runs", "1",
                              "--out", str(out)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, **data_env}, preexec_fn=sigint_default)
-    estimate = proc.stderr.readline()
+    try:
+        estimate = proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)  # during stage 0's warm-up: no stage has finished
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # a failed check must not leave stage 0 training for minutes
     assert estimate.startswith("ladder: 1 stage(s) x 1 run(s): about ") and "as recorded on" in estimate
-    proc.send_signal(signal.SIGINT)  # during stage 0's warm-up: no stage has finished
-    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "fastmnist: interrupted"
     assert not out.exists()
 
