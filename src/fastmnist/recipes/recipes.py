@@ -4,6 +4,7 @@ as it runs on this machine."""
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 import torch
 
@@ -12,9 +13,6 @@ from fastmnist.recipes.recipe import Recipe, applies
 from fastmnist.recipes.stages import FASTEST, RECIPES, changes_from_parent, lineage, resolved_fields
 from fastmnist.training.engines import engine_used
 from fastmnist.training.step import effective_precision
-
-
-RUN_CONSTANT_MODULES = ("nets", "layout", "engines", "trainer")  # the modules of fastmnist.training that have any
 
 
 def listing(diff: bool = False) -> list[str]:
@@ -29,12 +27,15 @@ def listing(diff: bool = False) -> list[str]:
 
 
 def training_constants() -> list[tuple[str, object, str]]:
-    """The constants of a run that no recipe field sets: every module's RUN_CONSTANTS (name: why), read from
-    the modules themselves, so a constant is listed where it is defined or not at all."""
+    """The constants of a run that no recipe field sets: the RUN_CONSTANTS (name: why) of every module of
+    fastmnist.training, found by walking the package, so a constant is listed where it is defined or not at all."""
+    from fastmnist import training
+
     rows = []
-    for module_name in RUN_CONSTANT_MODULES:
-        module = importlib.import_module(f"fastmnist.training.{module_name}")
-        rows += [(f"{module_name}.{name}", getattr(module, name), why) for name, why in module.RUN_CONSTANTS.items()]
+    for found in pkgutil.iter_modules(training.__path__):
+        module = importlib.import_module(f"fastmnist.training.{found.name}")
+        rows += [(f"{found.name}.{name}", getattr(module, name), why)
+                 for name, why in getattr(module, "RUN_CONSTANTS", {}).items()]
     return rows
 
 
