@@ -39,41 +39,36 @@ def bench(recipes: list[Recipe], seeds: list[int], load: Load, storage: str | No
         raise FastMnistError("--report reads a shared bench: give its --storage URL (and --study if named)")
     if out:
         check_writable(out, "--out")
-    report = run_bench(recipes, seeds, load, storage, study, stale_after, report_only, progress, on_run, on_start,
-                       on_wait, asked_as, out, on_plan, on_resume)
-    if show:
-        show(report)
-    if out:
-        write_or_fallback(out, lambda path: write_json(path, report), "the bench report")
-    return report
-
-
-def run_bench(recipes, seeds, load, storage, study, stale_after, report_only, progress, on_run, on_start, on_wait,
-              asked_as, out, on_plan, on_resume) -> dict:
     start = load_average()
     asked = {r.name: name for r, name in zip(recipes, asked_as or []) if r.name != name and ".py:" not in name}
     ledger = Ledger(storage)  # a bad URL is one line before any data is loaded
     uses = {r.name: ledger.seed_use(r, seeds) for r in recipes}
-    if not storage:
+    if storage:
+        study = study or bench_study_name(recipes)
+        store = open_store(storage, study, stale_after)
+        runner = None
+        if not report_only:
+            device, mnist = load()
+            runner = Runner(mnist, device)
+        report = {**shared_benchmark(recipes, seeds, store, runner, on_start, on_wait=on_wait, uses=uses),
+                  "study": study, "storage": redact(storage)}
+        where = f"study {study!r}"
+    else:
         resumed = resumable_runs(read_json_if_any(out), recipes, seeds) if out else {}
         if on_resume and resumed:
             on_resume(len(resumed))
         device, mnist = load()
         keep = (lambda partial: write_json(out, {**partial, "partial": True, "asked_as": asked})) if out else None
         report = benchmark(recipes, seeds, mnist, device, progress, on_run, uses, resumed, keep, on_plan)
-        ledger.add([ledger_entry(r, seeds, uses[r.name][0], "bench", "") for r in recipes])
-        return with_load({**report, "asked_as": asked}, start)
-
-    study = study or bench_study_name(recipes)
-    store = open_store(storage, study, stale_after)
-    runner = None
+        where = ""
     if not report_only:
-        device, mnist = load()
-        runner = Runner(mnist, device)
-    report = shared_benchmark(recipes, seeds, store, runner, on_start, on_wait=on_wait, uses=uses)
-    if not report_only:
-        ledger.add([ledger_entry(r, seeds, uses[r.name][0], "bench", f"study {study!r}") for r in recipes])
-    return with_load({**report, "study": study, "storage": redact(storage), "asked_as": asked}, start)
+        ledger.add([ledger_entry(r, seeds, uses[r.name][0], "bench", where) for r in recipes])
+    report = with_load({**report, "asked_as": asked}, start)
+    if show:
+        show(report)
+    if out:
+        write_or_fallback(out, lambda path: write_json(path, report), "the bench report")
+    return report
 
 
 def distinct(recipes: list[Recipe]) -> list[Recipe]:
