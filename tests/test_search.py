@@ -139,6 +139,20 @@ def test_verification_adds_seeds_until_the_best_and_runner_up_part_or_its_cap():
     assert close["seeds"] == list(range(500, 524))
 
 
+def test_the_best_line_says_how_many_candidates_it_was_chosen_from():
+    from fastmnist.experiments.front import best_line
+
+    rows = [{"trial": i, "feasible": i < 3, "time_ratio": 0.8 + i / 100} for i in range(5)]
+    best = {"trial": 0}
+    three = {"candidates": [{}, {}, {}], "best": best, "seeds": list(range(25)), "separated": True}
+    one = {"candidates": [{}], "best": best, "seeds": list(range(25)), "separated": None}
+    assert best_line({"verification": three, "trials": rows}).startswith(
+        "best: trial 0, the fastest of 3 candidates verified on 25 fresh seeds, selected from 5 trials; its ratio")
+    assert best_line({"verification": one, "trials": rows}) == (
+        "best: trial 0, the only candidate verified on 25 fresh seeds, selected from 5 trials; "
+        "no runner-up passed verification")
+
+
 @pytest.mark.parametrize("sampler", ["nsga2", "random"])
 def test_every_sampler_finishes_a_search_and_writes_its_front(sampler, data_env, tmp_path, monkeypatch, capsys):
     out = tmp_path / sampler

@@ -164,5 +164,7 @@ def best_line(record: dict) -> str:
                   "its ratio interval still overlaps the runner-up's after "
                   f"{len(verified['seeds'])} verification seeds: the two are not told apart"
                   if verified["separated"] is False else "no runner-up passed verification")
-    return (f"best: trial {best['trial']}, the fastest of {len(verified['candidates'])} candidates verified on "
-            f"{len(verified['seeds'])} fresh seeds, selected from {len(rows)} trials; {separation}")
+    count = len(verified["candidates"])
+    which = f"the fastest of {count} candidates" if count > 1 else "the only candidate"
+    return (f"best: trial {best['trial']}, {which} verified on {len(verified['seeds'])} fresh seeds, "
+            f"selected from {len(rows)} trials; {separation}")
