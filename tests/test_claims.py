@@ -103,6 +103,21 @@ def test_a_definition_is_what_runs_not_what_it_is_called(tmp_path):
     assert definition(user) != before  # the file's content is part of the definition
 
 
+def test_a_field_added_since_keeps_every_earlier_definition():
+    """Seeds are recorded by definition: a new field at its neutral value must not rename the recipes defined
+    before it (their committed benches and the ledger name them), and where it is set it makes a new one."""
+    from pathlib import Path
+
+    recorded = json.loads((Path(__file__).parents[1] / "results" / "claims" /
+                           "bench-stage18-fastest-margin-best-seeds4000-4099.json").read_text())["definitions"]
+    assert {name: definition(get_recipe(name)) for name in ("stage18", "stage21")} == \
+        {name: recorded[name] for name in ("stage18", "stage21")}
+    stage24 = get_recipe("stage24")
+    assert definition(stage24) != definition(dataclasses.replace(stage24, bf16_images=False))
+    assert definition(stage24) != definition(dataclasses.replace(
+        stage24, net=dataclasses.replace(stage24.net, space_to_depth=False)))
+
+
 def test_a_shared_bench_reports_its_own_seeds_and_reruns_an_edited_recipe(data_env, tmp_path):
     url, study = f"sqlite:///{tmp_path / 'shared.db'}", f"b-{uuid.uuid4().hex[:6]}"
     recipe_file = tmp_path / "mine.py"

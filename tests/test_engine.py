@@ -16,7 +16,8 @@ from fastmnist.recipes.overrides import get_recipe
 from fastmnist.recipes.stages import FASTEST
 from fastmnist.training.engines import (CudaGraphEngine, EagerEngine, engine_used, graph_problems, make_engine,
                                         unregistered_tensors)
-from fastmnist.training.layout import memory_batches, prepare
+from fastmnist.training.layout import memory_batches, normalise, preparation_key, prepare
+from fastmnist.training.nets import blocked, build_net
 from fastmnist.training.optim import learning_rates
 from fastmnist.training.runner import Runner
 from fastmnist.training.step import TrainStep
@@ -42,7 +43,7 @@ def test_learning_rate_table_is_pytorchs_own_schedule():
     assert learning_rates("step", 1.0, 0.3, 0.5, 3, 2) == (1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125)  # per epoch
 
 
-@pytest.mark.parametrize("name", ["stage18", "stage5", "stage10[optimizer=sgd,lr=0.05]"])
+@pytest.mark.parametrize("name", ["stage18", "stage5", "stage10[optimizer=sgd,lr=0.05]", "stage24"])
 def test_the_step_unit_follows_a_plain_inline_loop(small_mnist, name):
     """A plain loop: OneCycleLR writing a Python float after every step, the loss chosen every step. Same
     losses and weights, step for step, on the CPU."""
@@ -86,7 +87,7 @@ def test_the_step_unit_follows_a_plain_inline_loop(small_mnist, name):
     assert step.lr.item() == pytest.approx(schedule.get_last_lr()[0], rel=1e-12)
 
 
-@pytest.mark.parametrize("name", ["stage2", "stage10", "stage18", FASTEST])
+@pytest.mark.parametrize("name", ["stage2", "stage10", "stage18", "stage23", FASTEST])
 def test_model_creation_is_a_model_built_from_scratch_without_building_one(small_mnist, name):
     """The built model re-initialised in place holds what a new model with the seed holds, parameters and
     buffers, and leaves torch's generator where a new model leaves it (dropout draws from it next)."""
@@ -444,3 +445,47 @@ def test_a_muon_recipe_trains(small_mnist):
     recipe = get_recipe("stage18[optimizer=muon,muon_lr=0.05]")
     result = one_run(recipe, prepare(small_mnist, recipe, CPU), seed=0)
     assert result.accuracy > 75.0 and not result.diverged  # 11 steps of batch 448 on the 6k slice
+
+
+def test_conv1_over_2x2_blocks_is_the_strided_conv1_it_replaces(small_mnist):
+    """Stage 23's network, given the same whitening images and later weights, computes stage 21's function, on
+    blocks prepared before the clock and on plain 28 x 28 images alike (as prediction and export give it)."""
+    plain_net, blocks_net = (build_net(get_recipe(name).net) for name in ("stage21", "stage23"))
+    assert tuple(blocks_net.conv1.weight.shape) == (24, 4, 3, 3)
+    images = normalise(small_mnist.train_images[:200])
+    plain_net.init_from_data(images)
+    blocks_net.init_from_data(blocked(images))
+    blocks_net.load_state_dict({k: v for k, v in plain_net.state_dict().items() if k != "conv1.weight"}, strict=False)
+    plain_net.eval(), blocks_net.eval()
+    with torch.no_grad():
+        expected = plain_net(images)
+        assert torch.allclose(blocks_net(blocked(images)), expected, atol=1e-5)
+        assert torch.allclose(blocks_net(images), expected, atol=1e-5)
+    data = prepare(small_mnist, get_recipe("stage23"), CPU)
+    assert data.train[0].shape[1:] == (4, 14, 14) and data.test[0].shape[1:] == (4, 14, 14)
+    assert data.train[0].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(data.test[0], blocked(normalise(small_mnist.test_images, channels_last=True)))
+
+
+def test_blocks_need_a_stride_2_conv1():
+    with pytest.raises(FastMnistError, match="space_to_depth needs stride1=2"):
+        get_recipe("stage10[space_to_depth=true]")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_images_are_prepared_in_bf16_only_where_the_step_runs_in_bf16(small_mnist, monkeypatch, native):
+    """Stage 24 moves autocast's per-batch cast into preparation: under autocast the network computes the same
+    from bf16 images as from fp32 ones. Where the CPU lacks bf16 the step runs in fp32, and so do the images."""
+    from fastmnist.training import step
+
+    monkeypatch.setattr(step, "native_bf16", lambda device: native)
+    stage23, stage24 = get_recipe("stage23"), get_recipe("stage24")
+    assert preparation_key(stage23, CPU) != preparation_key(stage24, CPU) or not native
+    data = prepare(small_mnist, stage24, CPU)
+    assert data.train[0].dtype == data.test[0].dtype == (torch.bfloat16 if native else torch.float32)
+    fp32 = prepare(small_mnist, stage23, CPU)
+    assert torch.equal(data.test[0], fp32.test[0].to(data.test[0].dtype))
+    net = build_net(stage24.net).eval()
+    net.init_from_data(fp32.train[0][:200])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(net(data.test[0][:100]), net(fp32.test[0][:100]))

@@ -26,12 +26,20 @@ STORE_STUDY = "fastmnist seed ledger"
 SELECTING = ("tuning", "verification")  # uses that pick among recipes by their results: not fresh afterwards
 
 
+# Fields of Recipe and NetSpec added after definitions were first recorded, with their neutral values: left out
+# of the hash at those values, so every recipe defined before keeps the definition its seeds were recorded under.
+ADDED_SINCE_THE_LEDGER = {"space_to_depth": False, "bf16_images": False}
+
+
 def definition(recipe: Recipe) -> str:
     """12 hex digits naming what a recipe runs: its fields without name, summary and lineage, and for a user's
     network the bytes of the file that defines it (an edit makes a new definition)."""
     from fastmnist.results.records import recipe_record
 
     record = {k: v for k, v in recipe_record(recipe).items() if k not in ("name", "summary", "parent", "changes")}
+    record = {k: v for k, v in record.items() if (k, v) not in ADDED_SINCE_THE_LEDGER.items()}
+    if isinstance(record.get("net"), dict):  # a field added since is hashed only where it changes something
+        record["net"] = {k: v for k, v in record["net"].items() if (k, v) not in ADDED_SINCE_THE_LEDGER.items()}
     if isinstance(record.get("net"), dict) and "factory" in record["net"]:
         where = record["net"]["factory"].rpartition(":")[0]
         if where.endswith(".py") and Path(where).is_file():

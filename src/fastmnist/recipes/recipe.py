@@ -43,6 +43,7 @@ class Recipe:
     label_smoothing: float = 0.0
     channels_last: bool = False
     precision: str = "fp32"  # fp32 | bf16 (autocast; falls back to fp32 where the CPU lacks bf16)
+    bf16_images: bool = False  # in memory, under bf16: images prepared in bf16, not cast by autocast each batch
     threads: int = 0  # CPU threads for this recipe's runs, set before the clock starts (0: the process's)
     compile: bool = False  # torch.compile the model (compile time is warm-up, reported, not timed)
     engine: str = "eager"  # eager | graph: one epoch of steps captured once, replayed per run (CUDA; engine.py)
@@ -130,6 +131,7 @@ APPLIES = {  # fields that only some recipes use, and when they do
     "muon_momentum": lambda r: r.optimizer == "muon",
     "muon_scope": lambda r: r.optimizer == "muon",
     "fused_optimizer": lambda r: r.optimizer in ("adam", "sgd"),
+    "bf16_images": lambda r: r.precision == "bf16" and r.data_path == "memory",
     "gamma": lambda r: r.schedule == "step",
     "pct_start": lambda r: r.schedule == "onecycle",
     "data_order": lambda r: True,

@@ -23,6 +23,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from fastmnist.data import MEAN, Mnist, STD
 from fastmnist.training.device import sync
 from fastmnist.recipes.recipe import Recipe
+from fastmnist.training.nets import blocked
+from fastmnist.training.step import effective_precision
 
 FIXED_ORDER_SEED = 0  # data_order=fixed: the one shuffle every run walks (the original's single draw, as we drew it)
 ORDER_STREAM = 1  # the order's random stream, apart from the weights' (torch's global RNG) for the same seed
@@ -99,7 +101,8 @@ class PreparedData:
         return self.epoch_orders.pop(0)
 
     def first_train_images(self, n: int) -> torch.Tensor:
-        """The run's first n training images as one normalised tensor: what `init_from_data` is given. Every
+        """The run's first n training images as one normalised tensor, in the layout the network reads (28 x 28,
+        or 2x2 blocks): what `init_from_data` is given. Every
         run of a ConvNet asks, whitened or not, so the per-sample path normalises its arrays in one call
         rather than paying its per-sample work inside the clock for nothing."""
         if isinstance(self.train, TorchvisionStyleMnist):
@@ -151,16 +154,33 @@ def prepare(mnist: Mnist, recipe: Recipe, device: torch.device) -> PreparedData:
         test = TorchvisionStyleMnist(mnist.test_images, mnist.test_labels)
         file_order = None
     else:
-        file_order = (normalise(mnist.train_images, device, recipe.channels_last),
+        file_order = (network_input(normalise(mnist.train_images, device, recipe.channels_last), recipe),
                       torch.from_numpy(mnist.train_labels.astype(np.int64)).to(device))
         train = tuple(torch.empty_like(t) for t in file_order)  # each run's order is written here
-        test = (normalise(mnist.test_images, device, recipe.channels_last),
+        test = (network_input(normalise(mnist.test_images, device, recipe.channels_last), recipe),
                 torch.from_numpy(mnist.test_labels.astype(np.int64)).to(device))
     sync(device)
     data = PreparedData(device, train, test, time.perf_counter() - start, file_order)
     if file_order is not None:
         data.lay_out(recipe, 0)  # never an unwritten buffer: seed 0's order until a run writes its own
     return data
+
+
+def reads_blocks(recipe: Recipe) -> bool:
+    """Whether the recipe's network reads images as 2x2 blocks (nets.blocked)."""
+    return getattr(recipe.net, "space_to_depth", False)
+
+
+def image_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
+    """bf16 where the recipe asks for bf16 images and its step runs in bf16 there: autocast would cast every
+    batch to bf16 before conv1 anyway, so the cast moves into preparation and each batch reads half the bytes."""
+    return torch.bfloat16 if recipe.bf16_images and effective_precision(recipe, device) == "bf16" else torch.float32
+
+
+def network_input(images: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """Normalised images as the recipe's network reads them: in its layout (as they are, or as 2x2 blocks)
+    and its dtype."""
+    return (blocked(images) if reads_blocks(recipe) else images).to(image_dtype(recipe, images.device))
 
 
 def training_order(recipe: Recipe, seed: int, n: int) -> np.ndarray:
@@ -181,9 +201,9 @@ def fingerprint(indices: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:12]
 
 
-def preparation_key(recipe: Recipe) -> tuple:
+def preparation_key(recipe: Recipe, device: torch.device) -> tuple:
     """Recipes with the same key can share one prepared copy of the data."""
-    return recipe.data_path, recipe.channels_last
+    return recipe.data_path, recipe.channels_last, reads_blocks(recipe), image_dtype(recipe, device)
 
 
 def batches_per_epoch(n: int, recipe: Recipe) -> int:

@@ -41,6 +41,7 @@ class NetSpec:
     whiten1: bool = False  # conv1 not learned: patch-whitening filters from the data, +/- pairs; no BN after it
     hwc_features: bool = False  # fc1 reads the pooled maps in (row, column, channel) order: channels_last's own
     inplace_relu: bool = False  # each ReLU overwrites its input, which nothing else reads: no new tensor
+    space_to_depth: bool = False  # conv1 (stride 2) reads each 2x2 block of pixels as 4 channels: see `blocked`
 
     def problems(self) -> list[str]:
         """Why this spec cannot be built, one line each (field bounds are checked where values are parsed)."""
@@ -49,6 +50,8 @@ class NetSpec:
             found.append(f"conv2's output would be {self.sides()[1]} pixels wide, too small for its 2x2 pool")
         if self.whiten1 and self.conv1 % 2:
             found.append(f"whiten1 needs an even conv1 (filters come in +/- pairs), not {self.conv1}")
+        if self.space_to_depth and self.stride1 != 2:
+            found.append(f"space_to_depth needs stride1=2 (conv1 then steps over whole 2x2 blocks), not {self.stride1}")
         if self.whiten1 and self.conv1 // 2 > self.kernel1 ** 2:
             found.append(f"whiten1: conv1={self.conv1} asks for {self.conv1 // 2} whitening directions, and a "
                          f"{self.kernel1}x{self.kernel1} patch has {self.kernel1 ** 2}")
@@ -92,7 +95,8 @@ def net_name(spec) -> str:
     bn = "+BN" if spec.batchnorm else ""
     stride = f"s{spec.stride1}" if spec.stride1 != 1 else ""
     whiten = "w" if spec.whiten1 else ""
-    return f"{spec.conv1}k{spec.kernel1}{stride}{whiten}/{spec.conv2}k{spec.kernel2}/fc{spec.fc}{bn}"
+    blocks = "b" if spec.space_to_depth else ""
+    return f"{spec.conv1}k{spec.kernel1}{stride}{whiten}{blocks}/{spec.conv2}k{spec.kernel2}/fc{spec.fc}{bn}"
 
 
 INIT_IMAGES = 1000  # training images given to `init_from_data`: 144k patches for a 5x5, stride-2 whitening
@@ -117,12 +121,31 @@ def whitening_filters(images: torch.Tensor, pairs: int, kernel: int, stride: int
     return torch.cat([filters, -filters])
 
 
+def blocked(images: torch.Tensor) -> torch.Tensor:
+    """N x 1 x 28 x 28 images as N x 4 x 14 x 14 (channels_last): each 2x2 block of pixels one position, its
+    four pixels four channels. A kernel-k, stride-2 conv over the image is then a kernel-ceil(k/2), stride-1
+    conv over the blocks (`blocked_filters`), the same function; oneDNN runs a 1-channel bf16 conv on a slow
+    path and the 4-channel one several times faster. Training and test images are prepared in this layout
+    once, before the clock, as they are normalised (layout.prepare)."""
+    return F.pixel_unshuffle(images, 2).contiguous(memory_format=torch.channels_last)
+
+
+def blocked_filters(filters: torch.Tensor) -> torch.Tensor:
+    """C x 1 x k x k stride-2 filters as the C x 4 x ceil(k/2) x ceil(k/2) filters `blocked` images need (an odd
+    kernel gets a row and a column of zeros)."""
+    k = filters.shape[-1]
+    return F.pixel_unshuffle(F.pad(filters, (0, k % 2, 0, k % 2)), 2)
+
+
 class ConvNet(nn.Module):
     def __init__(self, spec: NetSpec):
         super().__init__()
         self.spec = spec
         bias = not spec.batchnorm  # BatchNorm's shift makes a conv bias redundant
-        self.conv1 = nn.Conv2d(1, spec.conv1, spec.kernel1, stride=spec.stride1, bias=bias and not spec.whiten1)
+        if spec.space_to_depth:
+            self.conv1 = nn.Conv2d(4, spec.conv1, (spec.kernel1 + 1) // 2, bias=bias and not spec.whiten1)
+        else:
+            self.conv1 = nn.Conv2d(1, spec.conv1, spec.kernel1, stride=spec.stride1, bias=bias and not spec.whiten1)
         if spec.whiten1:  # nothing before conv2 is learned, so autograd skips the first block's backward
             self.conv1.weight.requires_grad_(False)
         self.bn1 = nn.BatchNorm2d(spec.conv1) if spec.batchnorm and not spec.whiten1 else nn.Identity()
@@ -134,11 +157,14 @@ class ConvNet(nn.Module):
         self.fc2 = nn.Linear(spec.fc, 10)
 
     def init_from_data(self, images: torch.Tensor) -> None:
-        """A whitened conv1 depends on the data, so it is computed per run, inside the clock."""
+        """A whitened conv1 depends on the data, so it is computed per run, inside the clock: from the images'
+        k x k patches, whichever layout they come in."""
         if self.spec.whiten1:
             with torch.no_grad():
-                self.conv1.weight.copy_(whitening_filters(images, self.spec.conv1 // 2,
-                                                          self.spec.kernel1, self.spec.stride1))
+                if images.shape[1] == 4:
+                    images = F.pixel_shuffle(images.contiguous(), 2)
+                filters = whitening_filters(images, self.spec.conv1 // 2, self.spec.kernel1, self.spec.stride1)
+                self.conv1.weight.copy_(blocked_filters(filters) if self.spec.space_to_depth else filters)
 
     def activation(self, x):
         return F.relu(x, inplace=self.spec.inplace_relu)
@@ -159,6 +185,8 @@ class ConvNet(nn.Module):
         return torch.flatten(x.permute(0, 2, 3, 1) if self.spec.hwc_features else x, 1)
 
     def forward(self, x):
+        if self.spec.space_to_depth and x.shape[1] == 1:  # images not prepared as blocks (prediction, export)
+            x = blocked(x)
         x = self.block(x, self.conv1, self.bn1, self.spec.pool1)
         x = self.block(x, self.conv2, self.bn2, True, self.spec.relu2)
         x = self.dropout1(x)

@@ -39,7 +39,7 @@ class Runner:
         self.warmups: dict[str, float] = {}
 
     def data(self, recipe: Recipe) -> PreparedData:
-        key = preparation_key(recipe)
+        key = preparation_key(recipe, self.device)
         if key not in self.prepared:
             self.prepared[key] = prepare(self.mnist, recipe, self.device)
         return self.prepared[key]
