@@ -3,6 +3,7 @@ seed SD) is judged feasible, and how many seeds a trial costs on average, at the
 Writes JSON and prints the markdown table docs/search.md shows.
 
     python benchmarks/search_power.py --out results/statistics/search-power.json
+    python benchmarks/search_power.py --feasible replicates --out results/statistics/search-power-replicates.json
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ def main(argv=None) -> int:
     parser.add_argument("--look", type=int, default=SeedPlan.look)
     parser.add_argument("--max-seeds", type=int, default=SeedPlan.max_seeds)
     parser.add_argument("--alpha", type=float, default=SeedPlan.alpha)
+    parser.add_argument("--feasible", choices=("p", "replicates"), default=SeedPlan.rule,
+                        help="the feasibility rule, as `fastmnist search --feasible` takes it")
     parser.add_argument("--out", help="write the JSON here")
     args = parser.parse_args(argv)
-    plan = SeedPlan(look=args.look, max_seeds=args.max_seeds, alpha=args.alpha)
+    plan = SeedPlan(look=args.look, max_seeds=args.max_seeds, alpha=args.alpha, rule=args.feasible)
     rows = [operating_characteristics(mean, args.sd, plan, trials=args.trials) for mean in MEANS]
     print(f"| true mean % (SD {args.sd:g}) | judged feasible | seeds a trial costs (mean) |")
     print("| --- | --- | --- |")

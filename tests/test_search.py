@@ -2,6 +2,7 @@
 seeds, the seed plan's verdicts and their operating characteristics, verification on fresh seeds, resuming,
 shared workers (one killed), the front and the recipe it writes, and the study as optuna-dashboard shows it."""
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -70,6 +71,42 @@ def test_the_default_plan_has_the_power_docs_search_md_states():
     good, line, bad = (operating_characteristics(mean, 0.07, plan, trials=1500) for mean in (99.06, 99.00, 98.90))
     assert good["p_feasible"] >= 0.80 and line["p_feasible"] <= 0.05 and bad["p_feasible"] == 0.0
     assert bad["mean_seeds"] < 0.5 * plan.max_seeds < good["mean_seeds"]
+
+
+def test_the_replicates_rule_asks_each_trial_what_a_claim_is_asked():
+    """Under --feasible replicates a trial is feasible only where its mean and SD would pass a fresh 25-seed
+    bench >= 95% of the time: a point p < alpha admits just above 99% is turned away, and at SD 0.07 the rule
+    admits a recipe at 99.04% far less often than p does, one at 99.10% (replicating > 99%) still mostly."""
+    p_rule, claim_rule = SeedPlan(), SeedPlan(rule="replicates")
+    near = [98.98, 99.12] * 6  # mean 99.05, SD 0.073: p 0.019, replicates 82%
+    assert p_rule.judge(near, 99.0) == "feasible" and claim_rule.judge(near, 99.0) == "infeasible"
+    assert claim_rule.judge([99.05, 99.15] * 6, 99.0) == "feasible"
+    chance = {(rule, mean): operating_characteristics(mean, 0.07, SeedPlan(rule=rule), trials=1500)["p_feasible"]
+              for rule in ("p", "replicates") for mean in (99.0, 99.04, 99.10)}
+    assert chance["replicates", 99.0] <= 0.01 and chance["replicates", 99.04] < 0.5 * chance["p", 99.04]
+    assert chance["replicates", 99.10] >= 0.6
+
+
+def test_a_search_under_the_replicates_rule_records_it_and_keeps_earlier_studies_their_names(
+        data_env, tmp_path, monkeypatch, capsys):
+    import optuna
+
+    from fastmnist.experiments.search import SearchSpec, identity
+
+    out = tmp_path / "claims"
+    result = in_process(search_args(out, "--feasible", "replicates", "--trials", "2", "--verify-seeds", "0", "--quiet"),
+                        data_env, monkeypatch, capsys)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "search.json").read_text())
+    assert record["plan"]["rule"] == "replicates" and "replicates >= 95%" in (out / "search.md").read_text()
+    assert all("replication_probability" in t for t in record["trials"])
+    study = optuna.load_study(study_name=record["study"], storage=f"sqlite:///{out / 'search.db'}")
+    judged = [t for t in study.trials if "constraints" in t.system_attrs]
+    assert judged and all(len(t.system_attrs["constraints"]) == 2 for t in judged)  # p, then replication
+    recipe = get_recipe(SLICE)
+    spec = SearchSpec(recipe, recipe, parse_space(recipe, ["lr=0.01:0.02"]), (1, 2, 3))
+    assert "rule" not in identity(spec)["plan"]  # a study from before the rule resumes under its own name
+    assert identity(dataclasses.replace(spec, plan=SeedPlan(rule="replicates")))["plan"]["rule"] == "replicates"
 
 
 def test_a_small_search_verifies_its_best_writes_its_front_and_a_recipe_bench_runs_and_resumes(

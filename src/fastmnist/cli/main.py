@@ -205,7 +205,8 @@ def cmd_search(args) -> int:
         print(record["best"] + (f", written to {Path(args.out) / 'best.py'}" if record["verification"]["best"] else ""))
     _, written = search(
         recipe, reference, space, seeds, setup(args), args.trials, sampler=args.sampler,
-        target=args.target, look=args.look, alpha=args.alpha, verify_seeds=args.verify_seeds, verify_top=args.verify_top,
+        target=args.target, look=args.look, alpha=args.alpha, rule=args.feasible, verify_seeds=args.verify_seeds,
+        verify_top=args.verify_top,
         storage=args.storage, study=args.study, stale_after=args.stale_after, out_dir=args.out, show=show,
         on_trial=lambda number, point: say(f"search: trial {number}: "
                                            f"{', '.join(f'{k}={v}' for k, v in point.items())}"),

@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.04, help="a trial is feasible when the one-sided p that its "
                    "mean reaches the target is below this at its last seed (default: 0.04; docs/search.md gives "
                    "the chance of each verdict)")
+    p.add_argument("--feasible", choices=("p", "replicates"), default="p",
+                   help="p: feasible at p < --alpha; replicates: and only where its mean and SD would pass a fresh "
+                        "25-seed bench >= 95%% of the time, as a claim must, the verified candidates too "
+                        "(default: p)")
     p.add_argument("--verify-seeds", type=bounded_nonnegative, default=25, metavar="N",
                    help="fresh seeds the fastest feasible trials are benched on at the end, more while the best "
                         "and the runner-up overlap (default: 25; 0: no verification, no best.py)")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 
 ROW_KEYS = ("recipe", "definition", "seeds", "accuracy_mean", "accuracy_std", "share_reaching_target", "p_value",
+            "replication_probability",
             "verdict", "feasible", "time_ratio", "time_ratio_ci95", "seconds_median", "diverged", "worker",
             "machine", "sampler_seed")
 
@@ -130,7 +131,8 @@ def front_table(rows: list[dict], spec: SearchSpec, verified: dict | None = None
     plan = spec.plan
     lines.append(f"tuning seeds: ratio: median paired time against {spec.reference.name}; p: one-sided t-test that "
                  f"the mean reaches {spec.target:g}%; verdict: the seed plan (looks of {plan.look}, pruned when "
-                 f"p(below) < {plan.futility:g}; feasible at {plan.max_seeds} seeds when p < {plan.alpha:g}); "
+                 f"p(below) < {plan.futility:g}; feasible at {plan.max_seeds} seeds when p < {plan.alpha:g}"
+                 f"{' and it replicates >= 95%' if plan.rule == 'replicates' else ''}); "
                  f"*: on the front of the feasible trials")
     if verified and verified["candidates"]:
 
@@ -158,7 +160,8 @@ def best_line(record: dict) -> str:
                 f"its figures are biased; not verified, --verify-seeds 0)")
     best = verified["best"]
     if best is None:
-        return (f"no verified candidate ({len(verified['candidates'])} of {len(rows)} trials) reached p < {ALPHA:g} "
+        held_to = f"p < {ALPHA:g}" + (" and 95% replication" if record.get("plan", {}).get("rule") == "replicates" else "")
+        return (f"no verified candidate ({len(verified['candidates'])} of {len(rows)} trials) reached {held_to} "
                 f"on the fresh verification seeds; no best.py")
     separation = ("its ratio interval lies below the runner-up's" if verified["separated"] else
                   "its ratio interval still overlaps the runner-up's after "

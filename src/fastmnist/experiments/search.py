@@ -8,6 +8,8 @@ any look a trial whose mean is already shown below the target (one-sided p < `fu
 `max_seeds` it is feasible when the one-sided t-test puts its mean above the target at level `alpha`.
 `operating_characteristics` gives the chance of each verdict for a true mean and SD, and the defaults are
 chosen so a recipe at 99.06% (SD 0.07) is judged feasible >= 80% of the time and one at 99.00% <= 5%.
+With `rule="replicates"` a trial must also look like a claim: its measured mean and SD would pass a fresh
+25-seed bench >= 95% of the time, and a verified candidate is held to the same on its fresh seeds.
 
 A feasible trial is COMPLETE with its values; an infeasible one is PRUNED (its constraint stored where
 optuna-dashboard reads it), so the dashboard's best trial and every front are feasible. At the end the
@@ -32,10 +34,10 @@ from fastmnist.errors import FastMnistError
 from fastmnist.experiments.front import (best_line, front_plot, front_table, invalid_trials, recipe_file,
                                          trials_table)
 from fastmnist.experiments.ledger import Ledger, definition, entry as ledger_entry
-from fastmnist.experiments.seed_plan import SeedPlan
+from fastmnist.experiments.seed_plan import FEASIBILITY_RULES, SeedPlan
 from fastmnist.experiments.verification import verification_seeds, verify
 from fastmnist.experiments.seeds import describe_seeds
-from fastmnist.experiments.stats import p_reaches, paired_ratio_interval
+from fastmnist.experiments.stats import CLAIM_REPLICATION, p_reaches, paired_ratio_interval, replication_probability
 from fastmnist.experiments.store import open_study, retry_lost_trials
 from fastmnist.recipes.overrides import Dimension, overridden, parse_fields
 from fastmnist.recipes.recipe import Recipe
@@ -47,7 +49,8 @@ from fastmnist.training.runner import Load, Runner
 
 
 def search(recipe: Recipe, reference: Recipe, space: list[str], seeds: list[int], load: Load, trials: int,
-           sampler: str = "tpe", target: float = 99.0, look: int = 4, alpha: float = 0.04, verify_seeds: int = 25,
+           sampler: str = "tpe", target: float = 99.0, look: int = 4, alpha: float = 0.04, rule: str = "p",
+           verify_seeds: int = 25,
            verify_top: int = 3,
            storage: str | None = None, study: str | None = None, stale_after: float = 60.0,
            out_dir: str | Path | None = None, on_trial=None, on_verify=None, show=None) -> tuple[dict, list[Path]]:
@@ -65,7 +68,9 @@ def search(recipe: Recipe, reference: Recipe, space: list[str], seeds: list[int]
         raise FastMnistError(f"alpha={alpha:g}: expected a level between 0 and 1, e.g. 0.04")
     if not 0 < target <= 100:
         raise FastMnistError(f"target={target:g}: expected a test accuracy in (0, 100] %")
-    plan = SeedPlan(look=min(look, len(seeds)), max_seeds=len(seeds), alpha=alpha)  # a trial's most: every seed given
+    if rule not in FEASIBILITY_RULES:
+        raise FastMnistError(f"--feasible {rule!r}: choose from {', '.join(FEASIBILITY_RULES)}")
+    plan = SeedPlan(look=min(look, len(seeds)), max_seeds=len(seeds), alpha=alpha, rule=rule)  # at most every seed given
     start = load_average()
     dims = parse_fields(recipe, space, "--space", ranges=True)
     spec = SearchSpec(recipe, reference, dims, tuple(seeds), target, sampler, plan, verify_seeds, verify_top,
@@ -156,10 +161,12 @@ class SearchSpec:
 
 
 def identity(spec: SearchSpec) -> dict:
-    """What makes two searches the same study: recipes by definition, the space, target, sampler and plan."""
+    """What makes two searches the same study: recipes by definition, the space, target, sampler and plan (its
+    rule named only where it is not the first one, p: the studies from before it keep their identity)."""
+    plan = {k: v for k, v in asdict(spec.plan).items() if (k, v) != ("rule", "p")}
     return {"recipe": definition(spec.recipe), "reference": definition(spec.reference),
             "space": [asdict(d) for d in spec.space], "target": spec.target, "sampler": spec.sampler,
-            "plan": asdict(spec.plan), "seeds": [spec.seeds[0], len(spec.seeds)]}
+            "plan": plan, "seeds": [spec.seeds[0], len(spec.seeds)]}
 
 
 def check_identity(study, spec: SearchSpec) -> None:
@@ -268,12 +275,16 @@ def objective(spec: SearchSpec, runner, trials: int, storage, sampler_seed: int,
 
 
 def state_constraint(trial, spec: SearchSpec, storage) -> None:
-    """The accuracy constraint (p - alpha, feasible when <= 0) where optuna-dashboard and Optuna's samplers
-    read it: the trial's `constraints` system attribute."""
-    p = trial.user_attrs["p_value"]
+    """The accuracy constraint (p - alpha, and under the replicates rule 0.95 - the replication estimate;
+    feasible when every one is <= 0) where optuna-dashboard and Optuna's samplers read it: the trial's
+    `constraints` system attribute."""
+    p, replication = trial.user_attrs["p_value"], trial.user_attrs["replication_probability"]
+    constraints = [1.0 if p is None else p - spec.plan.alpha]
+    if spec.plan.rule == "replicates":
+        constraints.append(1.0 if replication is None else CLAIM_REPLICATION - replication)
     trial_id = storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name(trial.study.study_name), trial.number)
-    storage.set_trial_system_attr(trial_id, CONSTRAINT_KEY, [1.0 if p is None else p - spec.plan.alpha])
+    storage.set_trial_system_attr(trial_id, CONSTRAINT_KEY, constraints)
 
 
 def record(trial, recipe: Recipe, mine: list, theirs: list, spec: SearchSpec, verdict: str) -> None:
@@ -281,9 +292,12 @@ def record(trial, recipe: Recipe, mine: list, theirs: list, spec: SearchSpec, ve
     accuracies = [r.accuracy for r in mine]
     interval = paired_ratio_interval([r.seconds for r in theirs], [r.seconds for r in mine])
     p = p_reaches(accuracies, spec.target)
+    std = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None
     for key, value in {"recipe": recipe.name, "definition": definition(recipe), "seeds": [r.seed for r in mine],
                        "accuracies": accuracies, "accuracy_mean": float(np.mean(accuracies)),
-                       "accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None,
+                       "accuracy_std": std,
+                       "replication_probability": replication_probability(float(np.mean(accuracies)), std,
+                                                                          spec.target),
                        "share_reaching_target": float(np.mean([a >= spec.target for a in accuracies])),
                        "p_value": p, "verdict": verdict, "feasible": verdict == "feasible",
                        "time_ratio": interval["median"], "time_ratio_ci95": interval["ci95"],

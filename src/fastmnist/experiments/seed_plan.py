@@ -1,7 +1,10 @@
 """How many seeds a search's trial gets, and the rules that decide it: seeds come in looks of a few at a
 time; after any look a trial whose mean is already shown below the target (one-sided p < `futility`) is
 pruned; at `max_seeds` it is feasible when the one-sided t-test puts its mean above the target at level
-`alpha`. `operating_characteristics` gives the chance of each verdict for a true mean and SD."""
+`alpha`, and, under the `replicates` rule, when a fresh 25-seed bench of a recipe with its measured mean
+and SD would also pass >= 95% of the time: the rule a claim is held to, asked of every trial, so the
+search does not spend its verification on points that reach 99% but would not replicate.
+`operating_characteristics` gives the chance of each verdict for a true mean and SD."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastmnist.experiments.stats import p_reaches
+from fastmnist.experiments.stats import CLAIM_REPLICATION, p_reaches, replication_probability
 
 
 @dataclass(frozen=True)
@@ -21,16 +24,29 @@ class SeedPlan:
     max_seeds: int = 12  # the verdict: feasible or not, at this many seeds
     alpha: float = 0.04  # feasible when the one-sided p that the mean reaches the target is below this
     futility: float = 0.05  # pruned at a look when the one-sided p that the mean lies below it is below this
+    rule: str = "p"  # p: feasible at p < alpha | replicates: and its replication estimate >= CLAIM_REPLICATION
 
     def judge(self, accuracies, target: float) -> str:
         """'continue', 'pruned' (shown below the target at a look) or, at max_seeds, 'feasible' / 'infeasible'."""
         n = len(accuracies)
         if n >= self.max_seeds:
             p = p_reaches(accuracies, target)
-            return "feasible" if p is not None and p < self.alpha else "infeasible"
+            feasible = p is not None and p < self.alpha and (self.rule == "p" or replicates(accuracies, target))
+            return "feasible" if feasible else "infeasible"
         if n >= 2 and n % self.look == 0 and below_target_p(accuracies, target) < self.futility:
             return "pruned"
         return "continue"
+
+
+FEASIBILITY_RULES = ("p", "replicates")
+
+
+def replicates(accuracies, target: float) -> bool:
+    """Whether a recipe whose true mean and SD were these runs' would pass a fresh 25-seed bench >= 95% of the
+    time (stats.replication_probability): the claim's replication rule, estimated from the trial's own seeds."""
+    acc = np.asarray(accuracies, float)
+    chance = replication_probability(float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else None, target)
+    return chance is not None and chance >= CLAIM_REPLICATION
 
 
 def below_target_p(accuracies, target: float) -> float:
