@@ -3,9 +3,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fastmnist.training.device import pick_device
-from fastmnist.training.nets import INIT_IMAGES, NETS, whitening_filters
+from fastmnist.training.nets import INIT_IMAGES, NETS, blocked_filters, whitening_filters
 from fastmnist.recipes.overrides import get_recipe
 from fastmnist.recipes.recipe import derive
 from fastmnist.experiments.bench import benchmark
@@ -143,8 +144,12 @@ def test_fastest_recipe_learns_on_a_slice(small_mnist):
     assert result.accuracy > 75.0  # 11 steps; seeds 0-3 give 86-88% here
     assert result.images_seen == int(6000 * recipe.train_fraction)
     if recipe.net.whiten1:  # its first layer came from the data, inside the clock, and stayed as it was
-        expected = whitening_filters(data.train[0][:INIT_IMAGES], recipe.net.conv1 // 2, recipe.net.kernel1,
-                                     recipe.net.stride1)
+        first = data.train[0][:INIT_IMAGES].float()
+        if recipe.net.space_to_depth:  # prepared as 2x2 blocks: the filters come from the images they hold
+            first = F.pixel_shuffle(first.contiguous(), 2)
+        expected = whitening_filters(first, recipe.net.conv1 // 2, recipe.net.kernel1, recipe.net.stride1)
+        if recipe.net.space_to_depth:
+            expected = blocked_filters(expected)
         assert torch.allclose(result.model.conv1.weight, expected)
 
 
