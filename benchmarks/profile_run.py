@@ -3,6 +3,7 @@ optimizer (with the lr schedule), evaluation, and the rest (model creation, batc
 loop, per-epoch checks). Uses the labels `train_run` puts on each phase and PyTorch's profiler.
 
     python benchmarks/profile_run.py stage14 fastest --out results/profile.json
+    python benchmarks/profile_run.py stage21 stage23 --by-shape  # conv1's operators apart from conv2's
 
 Each recipe: one warm-up, then `--runs` profiled runs (seeds 0..), interleaved; the median share of each
 phase is reported. The profiler adds some overhead of its own, so the absolute seconds run higher than in
@@ -37,18 +38,22 @@ def phase_seconds(prof) -> dict[str, float]:
     return totals
 
 
-def heaviest_ops(prof, count: int = 8) -> dict[str, float]:
-    """The operators that took the most self CPU time, as shares of all of it."""
-    ops = [e for e in prof.key_averages() if e.key.startswith("aten::")]
-    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+def heaviest_ops(prof, count: int = 8, by_shape: bool = False) -> dict[str, float]:
+    """The operators that took the most self CPU time, as shares of all of it; by_shape: each operator apart
+    for each shape of its first input (conv1's convolution apart from conv2's)."""
+    averages = prof.key_averages(group_by_input_shape=by_shape)
+    ops = [e for e in averages if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in averages)
     ops.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    return {e.key: e.self_cpu_time_total / total for e in ops[:count]}
+    name = lambda e: f"{e.key} {e.input_shapes[0]}" if by_shape and e.input_shapes else e.key  # noqa: E731
+    return {name(e): e.self_cpu_time_total / total for e in ops[:count]}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="+")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--by-shape", action="store_true", help="each operator apart per input shape (slower)")
     parser.add_argument("--out")
     args = parser.parse_args()
     recipes = [get_recipe(name) for name in args.recipes]
@@ -60,11 +65,11 @@ def main() -> int:
         runner.warm(recipe)
     for seed in range(args.runs):
         for recipe in recipes:
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=args.by_shape) as prof:
                 result = runner.run(recipe, seed)
             phases = phase_seconds(prof)
             phases["other"] = max(0.0, result.seconds - sum(phases.values()))
-            top_ops[recipe.name] = heaviest_ops(prof)
+            top_ops[recipe.name] = heaviest_ops(prof, 10 if args.by_shape else 8, args.by_shape)
             rows[recipe.name].append({"seconds": result.seconds, "accuracy": result.accuracy, **phases})
     summary = {}
     for name, runs in rows.items():
