@@ -50,8 +50,7 @@ from fastmnist.training.runner import Load, Runner
 
 def search(recipe: Recipe, reference: Recipe, space: list[str], seeds: list[int], load: Load, trials: int,
            sampler: str = "tpe", target: float = 99.0, look: int = 4, alpha: float = 0.04, rule: str = "p",
-           verify_seeds: int = 25,
-           verify_top: int = 3,
+           verify_seeds: int = 25, verify_top: int = 3,
            storage: str | None = None, study: str | None = None, stale_after: float = 60.0,
            out_dir: str | Path | None = None, on_trial=None, on_verify=None, show=None) -> tuple[dict, list[Path]]:
     """Optuna's sampler over `space` (['lr=0.005:0.05:log', ...]) until the study holds `trials` finished or
