@@ -27,7 +27,7 @@ def test_its_hyperparameters_are_the_recipes():
             h["net"]["kernel2"], h["net"]["fc"]) == (net.conv1, net.kernel1, net.stride1, net.conv2, net.kernel2, net.fc)
     assert (net.whiten1, net.batchnorm, net.hwc_features, net.inplace_relu, net.pool_before_relu, net.relu2,
             net.space_to_depth) == (True,) * 7 and not net.pool1 and net.dropout1 == net.dropout2 == 0
-    assert not r.bf16_images
+    assert h["bf16_images"] == r.bf16_images
     assert (h["opt"]["lr"], h["opt"]["betas"], h["opt"]["pct_start"], h["opt"]["label_smoothing"]) == \
         (r.lr, (r.beta1, r.beta2), r.pct_start, r.label_smoothing)
     assert (r.optimizer, r.schedule, r.fused_optimizer, r.epochs, r.weight_decay, r.drop_last) == \
