@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from fastmnist.errors import FastMnistError
 from fastmnist.experiments.ledger import definition
 from fastmnist.experiments.seeds import describe_seeds
-from fastmnist.experiments.stats import ALPHA, format_p, format_ratio, format_share
+from fastmnist.experiments.stats import (ALPHA, CLAIM_REPLICATION, format_p, format_ratio,
+                                         format_share)
 from fastmnist.recipes.overrides import overridden
 from fastmnist.results.output import pyplot, save_figure
 from fastmnist.results.records import recipe_record
@@ -132,7 +133,7 @@ def front_table(rows: list[dict], spec: SearchSpec, verified: dict | None = None
     lines.append(f"tuning seeds: ratio: median paired time against {spec.reference.name}; p: one-sided t-test that "
                  f"the mean reaches {spec.target:g}%; verdict: the seed plan (looks of {plan.look}, pruned when "
                  f"p(below) < {plan.futility:g}; feasible at {plan.max_seeds} seeds when p < {plan.alpha:g}"
-                 f"{' and it replicates >= 95%' if plan.rule == 'replicates' else ''}); "
+                 f"{f' and it replicates >= {CLAIM_REPLICATION:.0%}' if plan.rule == 'replicates' else ''}); "
                  f"*: on the front of the feasible trials")
     if verified and verified["candidates"]:
 
@@ -160,7 +161,8 @@ def best_line(record: dict) -> str:
                 f"its figures are biased; not verified, --verify-seeds 0)")
     best = verified["best"]
     if best is None:
-        held_to = f"p < {ALPHA:g}" + (" and 95% replication" if record.get("plan", {}).get("rule") == "replicates" else "")
+        replicates = record.get("plan", {}).get("rule") == "replicates"
+        held_to = f"p < {ALPHA:g}" + (f" and {CLAIM_REPLICATION:.0%} replication" if replicates else "")
         return (f"no verified candidate ({len(verified['candidates'])} of {len(rows)} trials) reached {held_to} "
                 f"on the fresh verification seeds; no best.py")
     separation = ("its ratio interval lies below the runner-up's" if verified["separated"] else

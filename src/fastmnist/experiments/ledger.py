@@ -31,15 +31,21 @@ SELECTING = ("tuning", "verification")  # uses that pick among recipes by their 
 ADDED_SINCE_THE_LEDGER = {"space_to_depth": False, "bf16_images": False}
 
 
+def without_neutral(fields: dict, neutral: dict) -> dict:
+    """`fields` less those at the neutral value of a field added later: an identity hashed from them (a
+    definition, a search's) stays what it was before the field existed."""
+    return {k: v for k, v in fields.items() if (k, v) not in neutral.items()}
+
+
 def definition(recipe: Recipe) -> str:
     """12 hex digits naming what a recipe runs: its fields without name, summary and lineage, and for a user's
     network the bytes of the file that defines it (an edit makes a new definition)."""
     from fastmnist.results.records import recipe_record
 
     record = {k: v for k, v in recipe_record(recipe).items() if k not in ("name", "summary", "parent", "changes")}
-    record = {k: v for k, v in record.items() if (k, v) not in ADDED_SINCE_THE_LEDGER.items()}
+    record = without_neutral(record, ADDED_SINCE_THE_LEDGER)
     if isinstance(record.get("net"), dict):  # a field added since is hashed only where it changes something
-        record["net"] = {k: v for k, v in record["net"].items() if (k, v) not in ADDED_SINCE_THE_LEDGER.items()}
+        record["net"] = without_neutral(record["net"], ADDED_SINCE_THE_LEDGER)
     if isinstance(record.get("net"), dict) and "factory" in record["net"]:
         where = record["net"]["factory"].rpartition(":")[0]
         if where.endswith(".py") and Path(where).is_file():

@@ -33,7 +33,7 @@ import numpy as np
 from fastmnist.errors import FastMnistError
 from fastmnist.experiments.front import (best_line, front_plot, front_table, invalid_trials, recipe_file,
                                          trials_table)
-from fastmnist.experiments.ledger import Ledger, definition, entry as ledger_entry
+from fastmnist.experiments.ledger import Ledger, definition, entry as ledger_entry, without_neutral
 from fastmnist.experiments.seed_plan import FEASIBILITY_RULES, SeedPlan
 from fastmnist.experiments.verification import verification_seeds, verify
 from fastmnist.experiments.seeds import describe_seeds
@@ -162,7 +162,7 @@ class SearchSpec:
 def identity(spec: SearchSpec) -> dict:
     """What makes two searches the same study: recipes by definition, the space, target, sampler and plan (its
     rule named only where it is not the first one, p: the studies from before it keep their identity)."""
-    plan = {k: v for k, v in asdict(spec.plan).items() if (k, v) != ("rule", "p")}
+    plan = without_neutral(asdict(spec.plan), {"rule": "p"})
     return {"recipe": definition(spec.recipe), "reference": definition(spec.reference),
             "space": [asdict(d) for d in spec.space], "target": spec.target, "sampler": spec.sampler,
             "plan": plan, "seeds": [spec.seeds[0], len(spec.seeds)]}

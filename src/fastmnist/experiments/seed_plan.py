@@ -30,8 +30,10 @@ class SeedPlan:
         """'continue', 'pruned' (shown below the target at a look) or, at max_seeds, 'feasible' / 'infeasible'."""
         n = len(accuracies)
         if n >= self.max_seeds:
-            p = p_reaches(accuracies, target)
-            feasible = p is not None and p < self.alpha and (self.rule == "p" or replicates(accuracies, target))
+            acc = np.asarray(accuracies, float)
+            replication = (replication_probability(float(acc.mean()), float(acc.std(ddof=1)) if n > 1 else None, target)
+                           if self.rule == "replicates" else None)  # the p rule does not read it
+            feasible = meets_rule(self.rule, p_reaches(acc, target), replication, self.alpha)
             return "feasible" if feasible else "infeasible"
         if n >= 2 and n % self.look == 0 and below_target_p(accuracies, target) < self.futility:
             return "pruned"
@@ -41,12 +43,12 @@ class SeedPlan:
 FEASIBILITY_RULES = ("p", "replicates")
 
 
-def replicates(accuracies, target: float) -> bool:
-    """Whether a recipe whose true mean and SD were these runs' would pass a fresh 25-seed bench >= 95% of the
-    time (stats.replication_probability): the claim's replication rule, estimated from the trial's own seeds."""
-    acc = np.asarray(accuracies, float)
-    chance = replication_probability(float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else None, target)
-    return chance is not None and chance >= CLAIM_REPLICATION
+def meets_rule(rule: str, p: float | None, replication: float | None, alpha: float) -> bool:
+    """One feasibility rule for a trial on its tuning seeds (at the plan's alpha) and a verified candidate on
+    its fresh seeds (at the claim's): p < alpha, and under `replicates` also a replication estimate
+    (stats.replication_probability: a fresh 25-seed bench would pass) >= CLAIM_REPLICATION."""
+    passes = p is not None and p < alpha
+    return passes and (rule == "p" or (replication is not None and replication >= CLAIM_REPLICATION))
 
 
 def below_target_p(accuracies, target: float) -> float:

@@ -12,7 +12,8 @@ import numpy as np
 from fastmnist.experiments.front import candidates
 from fastmnist.experiments.ledger import entry
 from fastmnist.experiments.seeds import parse_seed_range
-from fastmnist.experiments.stats import ALPHA, CLAIM_REPLICATION, median_interval, verdict as ratio_verdict
+from fastmnist.experiments.seed_plan import meets_rule
+from fastmnist.experiments.stats import ALPHA, median_interval, verdict as ratio_verdict
 from fastmnist.recipes.overrides import overridden
 from fastmnist.recipes.recipe import Recipe
 from fastmnist.results.records import summary_row
@@ -66,7 +67,9 @@ def verify(spec: SearchSpec, rows: list[dict], runner, ledger, seeds: list[int],
             table.append({"trial": row["trial"], "recipe": recipe.name, "point": row["point"],
                           "tuning_ratio": row["time_ratio"], "tuning_accuracy_mean": row["accuracy_mean"],
                           "accuracy_mean": summary["accuracy_mean"], "accuracy_std": summary["accuracy_std"],
-                          "p_value": summary["p_value"], "passes": passes(summary, spec.plan.rule),
+                          "p_value": summary["p_value"],
+                          "passes": meets_rule(spec.plan.rule, summary["p_value"], summary["replication_probability"],
+                                               ALPHA),
                           "replication_probability": summary["replication_probability"],
                           "time_ratio": float(np.median(ratios)), "time_ratio_ci95": ci,
                           "verdict_vs_reference": ratio_verdict({"ci95": ci})})
@@ -82,13 +85,6 @@ def verify(spec: SearchSpec, rows: list[dict], runner, ledger, seeds: list[int],
                [ledger_entry_for(spec.reference, used)])
     return {"seeds": used, "candidates": table, "best": passing[0] if passing else None, "separated": separated,
             "runner_up": passing[1] if len(passing) > 1 else None}
-
-
-def passes(summary: dict, rule: str) -> bool:
-    """A candidate passes on fresh seeds at p < ALPHA, and, under the replicates rule, when its replication
-    estimate from them is >= CLAIM_REPLICATION too."""
-    p, replication = summary["p_value"], summary["replication_probability"]
-    return p is not None and p < ALPHA and (rule == "p" or (replication or 0.0) >= CLAIM_REPLICATION)
 
 
 def ledger_entry_for(recipe: Recipe, seeds: list[int]) -> dict:
