@@ -47,6 +47,7 @@ class Recipe:
     threads: int = 0  # CPU threads for this recipe's runs, set before the clock starts (0: the process's)
     compile: bool = False  # torch.compile the model (compile time is warm-up, reported, not timed)
     engine: str = "eager"  # eager | graph: one epoch of steps captured once, replayed per run (CUDA; engine.py)
+    backward: str = "autograd"  # autograd | explicit: gradients written out by hand, run eagerly (explicit.py)
     parent: str | None = None
     changes: tuple[str, ...] = field(default=(), compare=False)  # the field names changed from the parent
 
@@ -58,6 +59,7 @@ PARAM_CHOICES = {
     "schedule": ("step", "onecycle"),
     "precision": ("fp32", "bf16"),
     "engine": ("eager", "graph"),
+    "backward": ("autograd", "explicit"),
     "data_order": ("seed", "fixed"),
 }
 NET_FIELDS = {f.name for f in dataclasses.fields(NetSpec)}
@@ -152,7 +154,7 @@ PARAM_BOUNDS = {
     "muon_lr": "(0, 10]", "muon_momentum": "[0, 1)", "weight_decay": "[0, 1]", "gamma": "(0, 1]",
     "pct_start": "(0, 1)", "target": "(0, 100]", "train_fraction": "(0, 1]", "label_smoothing": "[0, 1)",
     "dropout1": "[0, 1)", "dropout2": "[0, 1)", "conv1": "[1, 1024]", "conv2": "[1, 1024]", "fc": "[1, 8192]",
-    "kernel1": "[1, 7]", "kernel2": "[1, 5]", "stride1": "[1, 2]", "threads": "[0, 1024]",
+    "kernel1": "[1, 7]", "kernel2": "[1, 5]", "stride1": "[1, 2]", "stride2": "[1, 2]", "threads": "[0, 1024]",
 }
 
 
@@ -204,4 +206,10 @@ def check_recipe(recipe) -> Recipe:
     elif not callable(recipe.net):
         raise FastMnistError(f"net={recipe.net!r}: expected a NetSpec or a function that returns a torch.nn.Module")
     check_net(recipe.net)
+    if recipe.backward == "explicit":
+        from fastmnist.training.explicit import explicit_problems
+
+        problems = explicit_problems(recipe)
+        if problems:
+            raise FastMnistError(f"{recipe.name}: {problems[0]}")
     return recipe

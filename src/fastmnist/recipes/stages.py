@@ -69,8 +69,12 @@ def build_ladder() -> list[Recipe]:
                  "smoothing and warm-up retuned: stage 24's speed with the margin to replicate", kernel1=6,
                  lr=0.019496176994, beta1=0.769201312859, beta2=0.900562823081, label_smoothing=0.092395742841,
                  pct_start=0.391242781118)
+    s26 = derive(s25, "stage26", "gradients written out by hand (training/explicit.py): stage 25's network, loss and "
+                 "Adam update without autograd's graph, autocast's casts or the optimizer's Python wrapper, conv1's "
+                 "ReLU fused into its oneDNN call, in training and test: less of the fixed cost of a step, a third of "
+                 "stage 25's (a CUDA graph still captures autograd's step)", backward="explicit")
     return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18, s19, s20, s21,
-            s22, s23, s24, s25]
+            s22, s23, s24, s25, s26]
 
 
 def lineage(recipe: Recipe) -> list[Recipe]:

@@ -10,6 +10,8 @@ one written. The recipe's `engine` picks how steps run:
   `capture`), and each run replays it once an epoch; evaluation and early stop run between replays. On a
   CPU there is nothing to capture: the same step runs eagerly (a compiled step was measured slower here,
   docs/engines-and-gpus.md), and every record says which engine ran.
+Where steps run eagerly, `backward=explicit` makes the step `explicit.ExplicitStep` (gradients written out
+by hand, no autograd), recorded as engine `explicit`; a CUDA graph captures autograd's step as before.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from fastmnist.errors import FastMnistError
 from fastmnist.recipes.recipe import Recipe
+from fastmnist.training.explicit import ExplicitStep
 from fastmnist.training.layout import PreparedData, memory_batches, train_batches
 from fastmnist.training.nets import INIT_IMAGES, build_net, net_name
 from fastmnist.training.step import TrainStep
@@ -32,8 +35,11 @@ RUN_CONSTANTS = {"GRAPH_WARMUP_STEPS": "eager steps before a CUDA graph capture"
 
 
 def engine_used(recipe: Recipe, device: torch.device) -> str:
-    """What actually runs the steps: `graph` for engine=graph on CUDA (an epoch captured and replayed), else `eager`."""
-    return "graph" if recipe.engine == "graph" and device.type == "cuda" else "eager"
+    """What actually runs the steps: `graph` for engine=graph on CUDA (an epoch captured and replayed), else
+    `explicit` for backward=explicit (the hand-written step, eagerly), else `eager`."""
+    if recipe.engine == "graph" and device.type == "cuda":
+        return "graph"
+    return "explicit" if recipe.backward == "explicit" else "eager"
 
 
 @dataclass
@@ -42,7 +48,7 @@ class Run:
     returns how many images it trained on."""
     model: nn.Module
     forward: Callable
-    step: TrainStep
+    step: TrainStep | ExplicitStep
     train_epoch: Callable[[], int]
 
 
@@ -50,7 +56,7 @@ class Engine(Protocol):
     """What the trainer asks of an engine; both engines below implement it with these signatures."""
     recipe: Recipe
     data: PreparedData
-    used: str  # what ran the steps, as records name it: eager or graph
+    used: str  # what ran the steps, as records name it: eager, explicit or graph
 
     def build(self) -> float:
         """The model and its step (and a graph capture), once, untimed; returns the capture's seconds."""
@@ -123,11 +129,11 @@ def tensors(model: nn.Module) -> list[torch.Tensor]:
 class EagerEngine:
     """Python feeds the step batch by batch."""
 
-    used = "eager"
     capturable = False  # the step's optimizers keep their state where a captured graph can replay them
 
     def __init__(self, recipe: Recipe, data: PreparedData):
         self.recipe, self.data = recipe, data
+        self.used = engine_used(recipe, data.device)
         self.model: nn.Module | None = None
 
     def build(self) -> float:
@@ -136,8 +142,12 @@ class EagerEngine:
             self.model = self.weights.new_model(self.data)
             self.forward = torch.compile(self.model) if self.recipe.compile else self.model
             _, steps_per_epoch = train_batches(self.data, self.recipe, warmup=False)
-            self.step = TrainStep(self.model, self.forward, self.recipe, steps_per_epoch, self.data.device,
-                                  capturable=self.capturable)
+            if self.used == "explicit":
+                self.step = ExplicitStep(self.model, self.recipe, steps_per_epoch, self.data.device)
+                self.forward = self.step.evaluator
+            else:
+                self.step = TrainStep(self.model, self.forward, self.recipe, steps_per_epoch, self.data.device,
+                                      capturable=self.capturable)
         return 0.0
 
     def lay_out(self, seed: int) -> tuple[str, float]:
@@ -166,7 +176,6 @@ class EagerEngine:
 class CudaGraphEngine(EagerEngine):
     """One epoch of steps captured as a CUDA graph once per recipe; each run resets and replays it."""
 
-    used = "graph"
     capturable = True
     # What failed, once a capture has failed in this process: PyTorch's allocator cannot capture again after
     # a failed capture (torch.cuda.graph has no try/finally), so the state is the process's, not an engine's.

@@ -1,7 +1,7 @@
 """The networks: one small conv-net family, described by a spec, so recipes can name and diff them.
 
 Every network of the original study's ladder (nets A-D in docs/ladder.md) is a point in this family:
-conv1 (stride 1 or 2) -> [pool] -> ReLU -> conv2 -> pool -> [ReLU] -> [dropout2d] -> flatten -> fc -> ReLU
+conv1 (stride 1 or 2) -> [pool] -> ReLU -> conv2 (stride 1 or 2) -> [pool] -> [ReLU] -> [dropout2d] -> flatten -> fc -> ReLU
 -> [dropout] -> fc.
 
 A module may define `init_from_data(images)`: model creation (engines.FreshWeights) calls it once per run,
@@ -31,6 +31,7 @@ class NetSpec:
     stride1: int = 1  # 2 computes only the outputs a following 2x2 pool would keep (beyond the original study)
     conv2: int = 64
     kernel2: int = 3
+    stride2: int = 1  # 2 with pool2 off: conv2 computes a quarter of the positions and no pool follows it
     pool1: bool = False  # 2x2 max-pool after conv1 (net B on)
     pool_before_relu: bool = False  # same function, less work (net D)
     relu2: bool = True  # net A has none after conv2: its forward goes conv2 -> max_pool2d -> dropout
@@ -42,12 +43,14 @@ class NetSpec:
     hwc_features: bool = False  # fc1 reads the pooled maps in (row, column, channel) order: channels_last's own
     inplace_relu: bool = False  # each ReLU overwrites its input, which nothing else reads: no new tensor
     space_to_depth: bool = False  # conv1 (stride 2) reads each 2x2 block of pixels as 4 channels: see `blocked`
+    pool2: bool = True  # 2x2 max-pool after conv2
 
     def problems(self) -> list[str]:
         """Why this spec cannot be built, one line each (field bounds are checked where values are parsed)."""
         found = []
-        if self.sides()[1] < 2:
-            found.append(f"conv2's output would be {self.sides()[1]} pixels wide, too small for its 2x2 pool")
+        if self.sides()[1] < (2 if self.pool2 else 1):
+            found.append(f"conv2's output would be {self.sides()[1]} pixels wide, too small"
+                         + (" for its 2x2 pool" if self.pool2 else ""))
         if self.whiten1 and self.conv1 % 2:
             found.append(f"whiten1 needs an even conv1 (filters come in +/- pairs), not {self.conv1}")
         if self.space_to_depth and self.stride1 != 2:
@@ -60,10 +63,11 @@ class NetSpec:
     def sides(self) -> tuple[int, int]:
         """Output side of conv1 and of conv2 (before their pools)."""
         side1 = (28 - self.kernel1) // self.stride1 + 1
-        return side1, (side1 // 2 if self.pool1 else side1) - self.kernel2 + 1
+        return side1, ((side1 // 2 if self.pool1 else side1) - self.kernel2) // self.stride2 + 1
 
     def feature_size(self) -> int:
-        return self.conv2 * (self.sides()[1] // 2) ** 2
+        side2 = self.sides()[1]
+        return self.conv2 * (side2 // 2 if self.pool2 else side2) ** 2
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -96,7 +100,8 @@ def net_name(spec) -> str:
     stride = f"s{spec.stride1}" if spec.stride1 != 1 else ""
     whiten = "w" if spec.whiten1 else ""
     blocks = "b" if spec.space_to_depth else ""
-    return f"{spec.conv1}k{spec.kernel1}{stride}{whiten}{blocks}/{spec.conv2}k{spec.kernel2}/fc{spec.fc}{bn}"
+    stride2 = (f"s{spec.stride2}" if spec.stride2 != 1 else "") + ("" if spec.pool2 else "n")
+    return f"{spec.conv1}k{spec.kernel1}{stride}{whiten}{blocks}/{spec.conv2}k{spec.kernel2}{stride2}/fc{spec.fc}{bn}"
 
 
 INIT_IMAGES = 1000  # training images given to `init_from_data`: 144k patches for a 5x5, stride-2 whitening
@@ -149,7 +154,7 @@ class ConvNet(nn.Module):
         if spec.whiten1:  # nothing before conv2 is learned, so autograd skips the first block's backward
             self.conv1.weight.requires_grad_(False)
         self.bn1 = nn.BatchNorm2d(spec.conv1) if spec.batchnorm and not spec.whiten1 else nn.Identity()
-        self.conv2 = nn.Conv2d(spec.conv1, spec.conv2, spec.kernel2, bias=bias)
+        self.conv2 = nn.Conv2d(spec.conv1, spec.conv2, spec.kernel2, stride=spec.stride2, bias=bias)
         self.bn2 = nn.BatchNorm2d(spec.conv2) if spec.batchnorm else nn.Identity()
         self.dropout1 = nn.Dropout2d(spec.dropout1) if spec.dropout1 else nn.Identity()
         self.fc1 = nn.Linear(spec.feature_size(), spec.fc)
@@ -188,7 +193,7 @@ class ConvNet(nn.Module):
         if self.spec.space_to_depth and x.shape[1] == 1:  # images not prepared as blocks (prediction, export)
             x = blocked(x)
         x = self.block(x, self.conv1, self.bn1, self.spec.pool1)
-        x = self.block(x, self.conv2, self.bn2, True, self.spec.relu2)
+        x = self.block(x, self.conv2, self.bn2, self.spec.pool2, self.spec.relu2)
         x = self.dropout1(x)
         x = self.dropout2(self.activation(self.fc1(self.features(x))))
         return F.log_softmax(self.fc2(x), dim=1)
