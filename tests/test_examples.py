@@ -1,5 +1,6 @@
 """examples/fastest.py, `fastest` in one file of plain PyTorch, stays the recipe it says it is: the same
-hyperparameters as the recipe, and the same accuracy as `fastmnist train` seed for seed on this CPU."""
+hyperparameters as the recipe, and the same accuracy as `fastmnist train` seed for seed on this CPU, with
+autograd's backward as the example's (tests/test_explicit.py checks fastmnist's hand-written one against it)."""
 
 import importlib.util
 from pathlib import Path
@@ -35,6 +36,7 @@ def test_its_hyperparameters_are_the_recipes():
     assert (h["batch_size"], h["test_batch_size"], h["train_fraction"]) == (r.batch_size, r.test_batch_size,
                                                                             r.train_fraction)
     assert (r.channels_last, r.precision, r.data_order, r.data_path) == (True, "bf16", "seed", "memory")
+    assert r.backward in ("autograd", "explicit")  # the same gradients; the example's are autograd's
     assert (h["init_images"], h["whitening_eps"], h["order_stream"]) == (nets.INIT_IMAGES, nets.WHITENING_EPS,
                                                                          layout.ORDER_STREAM)
 
@@ -43,5 +45,5 @@ def test_its_hyperparameters_are_the_recipes():
 def test_it_reaches_the_accuracy_fastmnist_train_reaches(seed, real_mnist, data_env, monkeypatch):
     for key, value in data_env.items():
         monkeypatch.setenv(key, value)
-    ours = fastmnist.train("fastest", seed=seed, mnist=real_mnist, warmup=False)
+    ours = fastmnist.train("fastest[backward=autograd]", seed=seed, mnist=real_mnist, warmup=False)
     assert example().main(seed) == ours.accuracy  # bit-equal: the same arithmetic in the same order

@@ -269,8 +269,9 @@ def test_show_prints_the_fields_that_apply_as_they_run_here_and_the_stage_that_s
         if f.name not in BOOKKEEPING | {"net"}:
             assert (f.name in rows) == applies(recipe, f.name), f.name  # named as --set takes it
     assert "momentum" in text.split("not shown, as they change nothing in this recipe: ")[1]  # Adam: no momentum
-    assert rows["train_fraction"] == ["0.95", "stage17"] and rows["optimizer"] == ["adam", "stage8"]
-    assert rows["whiten1"] == ["True", "stage16"] and rows["engine"] == ["eager", "stage19", "(asked:", "graph)"]
+    assert rows["train_fraction"] == ["1.0", "stage27"] and rows["optimizer"] == ["adam", "stage8"]
+    assert rows["backward"] == ["explicit", "stage26"] and rows["conv2"] == ["16", "stage14"]
+    assert rows["whiten1"] == ["True", "stage16"] and rows["engine"] == ["explicit", "stage19", "(asked:", "graph)"]
     assert rows["threads"][0] == str(torch.get_num_threads())  # 0 asks for PyTorch's own count: shown as it runs
     assert text.startswith(f"{FASTEST}: ") and "nets.INIT_IMAGES" in text and "layout.ORDER_STREAM" in text
     mine = show_recipe(get_recipe("stage14[lr=0.05]"))  # an override is the last setter of what it changes

@@ -1,0 +1,80 @@
+"""A probe for the next stage (issue #36): how much test accuracy would averaging the softmax over shifted copies of
+each test image buy (test-time views, as airbench's flips and translations)? Each seed trains the recipe once
+(`Runner`, as `fastmnist bench`), then its trained model is evaluated, untimed, on the 10,000 test images with
+each set of views; a view is the image rolled by (dx, dy) pixels (MNIST's border is background, so the roll
+brings in background). Accuracy only: a view costs one more test pass in a timed run (~5% of stage 26's time).
+
+    python benchmarks/test_views.py stage26 --seeds 1900000-1900015 --out results/speed/test-views-stage26.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+import torch
+
+from fastmnist.data import load_mnist
+from fastmnist.experiments.seeds import parse_seed_range
+from fastmnist.recipes.overrides import get_recipe
+from fastmnist.results.machine import describe, machine_info
+from fastmnist.results.output import write_json
+from fastmnist.results.records import envelope
+from fastmnist.training.device import pick_device
+from fastmnist.training.layout import normalise
+from fastmnist.training.runner import Runner
+
+VIEWS = {"plain": [(0, 0)], "x3": [(0, 0), (1, 0), (-1, 0)], "y3": [(0, 0), (0, 1), (0, -1)],
+         "diagonal3": [(0, 0), (1, 1), (-1, -1)], "xy5": [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)],
+         "xy4": [(1, 0), (-1, 0), (0, 1), (0, -1)], "one-sided2": [(0, 0), (-1, -1)]}
+
+
+def view_accuracies(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Test accuracy (%) of each set of views: the argmax of the softmax summed over the set's shifted copies."""
+    model.eval()
+    probabilities = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for dx, dy in {view for views in VIEWS.values() for view in views}:
+            shifted = torch.roll(images, shifts=(dy, dx), dims=(2, 3))
+            probabilities[dx, dy] = torch.cat([model(shifted[i:i + 2000]).float().softmax(1)
+                                               for i in range(0, len(images), 2000)])
+    return {name: 100.0 * float((sum(probabilities[v] for v in views).argmax(1) == labels).float().mean())
+            for name, views in VIEWS.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe")
+    parser.add_argument("--seeds", default="1900000-1900015", help="seeds to train (default: 16 tuning seeds)")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    recipe, seeds = get_recipe(args.recipe), parse_seed_range(args.seeds)
+    device = pick_device("cpu")
+    mnist = load_mnist()
+    runner = Runner(mnist, device)
+    runner.warm(recipe)
+    images = normalise(mnist.test_images, channels_last=True)
+    labels = torch.as_tensor(mnist.test_labels).long()
+    rows = []
+    for seed in seeds:
+        result = runner.run(recipe, seed)
+        rows.append({"seed": seed, "run_accuracy": result.accuracy,
+                     **view_accuracies(result.model, images, labels)})
+        print(seed, {k: round(v, 2) for k, v in rows[-1].items() if k != "seed"}, flush=True)
+    summary = {name: {"mean": statistics.mean(r[name] for r in rows), "std": statistics.stdev(r[name] for r in rows),
+                      "mean_gain_over_plain": statistics.mean(r[name] - r["plain"] for r in rows)}
+               for name in VIEWS}
+    for name, s in summary.items():
+        print(f"{name:12s} {s['mean']:.3f} +- {s['std']:.3f}  ({s['mean_gain_over_plain']:+.3f} over plain)")
+    report = {**envelope("test-views", machine_info(device), [recipe]), "views": VIEWS, "runs": rows,
+              "summary": summary}
+    print(describe(report["machine"]))
+    if args.out:
+        write_json(args.out, report)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
