@@ -39,10 +39,11 @@ def phase_seconds(prof) -> dict[str, float]:
 
 
 def heaviest_ops(prof, count: int = 8, by_shape: bool = False) -> dict[str, float]:
-    """The operators that took the most self CPU time, as shares of all of it; by_shape: each operator apart
-    for each shape of its first input (conv1's convolution apart from conv2's)."""
+    """The operators (ATen's, and oneDNN's fused convolution + ReLU) that took the most self CPU time, as shares
+    of all of it; by_shape: each operator apart for each shape of its first input (conv1's convolution apart
+    from conv2's)."""
     averages = prof.key_averages(group_by_input_shape=by_shape)
-    ops = [e for e in averages if e.key.startswith("aten::")]
+    ops = [e for e in averages if e.key.startswith(("aten::", "mkldnn::"))]
     total = sum(e.self_cpu_time_total for e in averages)
     ops.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     name = lambda e: f"{e.key} {e.input_shapes[0]}" if by_shape and e.input_shapes else e.key  # noqa: E731
