@@ -39,7 +39,7 @@ def view_accuracies(model: torch.nn.Module, images: torch.Tensor, labels: torch.
             shifted = torch.roll(images, shifts=(dy, dx), dims=(2, 3))
             probabilities[dx, dy] = torch.cat([model(shifted[i:i + 2000]).float().softmax(1)
                                                for i in range(0, len(images), 2000)])
-    return {name: 100.0 * float((sum(probabilities[v] for v in views).argmax(1) == labels).float().mean())
+    return {name: 100.0 * int((sum(probabilities[v] for v in views).argmax(1) == labels).sum()) / len(labels)
             for name, views in VIEWS.items()}
 
 

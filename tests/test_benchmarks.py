@@ -25,6 +25,20 @@ def test_profile_run_splits_a_run_into_its_phases(data_env, tmp_path):
     assert all(0 <= share <= 1 for share in shares) and 0.9 < sum(shares) < 1.1
 
 
+def test_test_views_probe_counts_the_runs_own_test_pass_as_its_plain_view(data_env, tmp_path):
+    """The probe's one-view accuracy is exactly the run's own (its test pass and the module's forward agree), so
+    what the other views add is measured against the figure a bench reports."""
+    out = tmp_path / "views.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "test_views.py"), "stage27[train_fraction=0.05]",
+                           "--seeds", "0-1", "--out", str(out)], capture_output=True, text=True,
+                          env={**os.environ, **data_env}, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["kind"] == "test-views" and [r["seed"] for r in report["runs"]] == [0, 1]
+    assert all(r["plain"] == r["run_accuracy"] for r in report["runs"])
+    assert set(report["summary"]) == set(report["views"]) and report["summary"]["plain"]["mean_gain_over_plain"] == 0
+
+
 def test_every_lever_recipe_trains(small_mnist):
     names = [line.split(" = ")[0] for line in LEVERS.read_text().splitlines()
              if " = fastmnist.derive(" in line and not line.startswith(" ")]

@@ -1,14 +1,14 @@
 """The training step with its gradients written out by hand (`backward=explicit`), for our network family
 with a frozen (whitened) conv1: the same function and the same update as `step.TrainStep`, in fewer operators.
 
-On a 2-core CPU a step of stage 25 spends ~1.6 ms (a third of it at batch 448) on what does not grow with
-the batch: autograd's graph and engine, autocast's casts, Python module calls, the optimizer's Python wrapper
-and the lr tensor's arithmetic, each operator's dispatch. Here the forward keeps what the backward needs
+On a 2-core CPU about a third of a step of stage 25 at batch 448 does not grow with the batch (docs/speedrun.md):
+autograd's graph and engine, autocast's casts, Python module calls, the optimizer's Python wrapper and the lr
+tensor's arithmetic, each operator's dispatch. Here the forward keeps what the backward needs
 (pool indices, BatchNorm's batch statistics), and the backward calls the same ATen kernels autograd would
 (`convolution_backward`, `max_pool2d_with_indices_backward`, `native_batch_norm_backward`, matrix products),
 in bf16 exactly where autocast runs them in bf16. The loss's gradient is closed-form: softmax minus the
 (smoothed) one-hot targets. Adam is PyTorch's fused kernel, called directly with this step's lr as a Python
-float from the schedule's table. tests/test_engine.py checks the gradients and a step against autograd's.
+float from the schedule's table. tests/test_explicit.py checks the gradients and steps against autograd's.
 """
 
 from __future__ import annotations
