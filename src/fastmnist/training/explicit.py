@@ -13,7 +13,7 @@ float from the schedule's table. tests/test_explicit.py checks the gradients and
 
 from __future__ import annotations
 
-import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -70,8 +70,8 @@ class ExplicitStep:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.precision = effective_precision(recipe, device)
         self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if self.precision == "bf16" \
-            else contextlib.nullcontext
+        self.autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16,
+                                          enabled=self.precision == "bf16")  # the test pass's, as TrainStep's
         self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self.state_steps = [torch.zeros((), device=device) for _ in self.params]
@@ -88,6 +88,12 @@ class ExplicitStep:
         self.index = 0
         self.conv1_weight = self.model.conv1.weight.detach().to(self.dtype)
 
+    def first_block(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 (frozen, cast once a run) and its ReLU, then its pool where the network has one: conv2's input,
+        in training and in the test pass."""
+        maps = conv_relu(x.to(self.dtype), self.conv1_weight, self.model.conv1.stride)
+        return F.max_pool2d(maps, 2) if self.spec.pool1 else maps  # pooled after the ReLU or before: the same
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         grads = self.gradients(x, y)
         with record_function("optimizer"):
@@ -102,9 +108,7 @@ class ExplicitStep:
                 conv2_weight = model.conv2.weight.to(dtype)
                 fc1_weight, fc1_bias = model.fc1.weight.to(dtype), model.fc1.bias.to(dtype)
                 fc2_weight, fc2_bias = model.fc2.weight.to(dtype), model.fc2.bias.to(dtype)
-                a1 = conv_relu(x.to(dtype), self.conv1_weight, model.conv1.stride)
-                if spec.pool1:  # max-pooling after the ReLU or before it: the same maps
-                    a1 = F.max_pool2d(a1, 2)
+                a1 = self.first_block(x)
                 conv2_bias = None if model.conv2.bias is None else model.conv2.bias.to(dtype)
                 c2 = F.conv2d(a1, conv2_weight, conv2_bias, spec.stride2)
                 pooled, indices = aten.max_pool2d_with_indices(c2, [2, 2], [2, 2]) if spec.pool2 else (c2, None)
@@ -116,7 +120,7 @@ class ExplicitStep:
                 else:
                     normed = pooled
                 maps = normed.relu_() if spec.relu2 else normed
-                features = maps.permute(0, 2, 3, 1).flatten(1) if spec.hwc_features else maps.flatten(1)
+                features = model.features(maps)
                 hidden = torch.addmm(fc1_bias, features, fc1_weight.t()).relu_()
                 log_probs = torch.addmm(fc2_bias, hidden, fc2_weight.t()).float().log_softmax(1)
                 # targets as cross_entropy's label smoothing spreads them: the loss is -sum(targets * log p)
@@ -177,15 +181,11 @@ class ExplicitEvaluation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         model, spec, dtype = self.model, self.step.spec, self.step.dtype
         conv2_bias = None if model.conv2.bias is None else model.conv2.bias.to(dtype)
-        maps = conv_relu(x.to(dtype), self.step.conv1_weight, model.conv1.stride)
-        if spec.pool1:
-            maps = F.max_pool2d(maps, 2)
-        maps = F.conv2d(maps, model.conv2.weight.to(dtype), conv2_bias, spec.stride2)
+        maps = F.conv2d(self.step.first_block(x), model.conv2.weight.to(dtype), conv2_bias, spec.stride2)
         if spec.pool2:
             maps = F.max_pool2d(maps, 2)
         maps = model.bn2(maps)
         if spec.relu2:
             maps = maps.relu_()
-        features = maps.permute(0, 2, 3, 1).flatten(1) if spec.hwc_features else maps.flatten(1)
-        hidden = F.linear(features, model.fc1.weight.to(dtype), model.fc1.bias.to(dtype)).relu_()
+        hidden = F.linear(model.features(maps), model.fc1.weight.to(dtype), model.fc1.bias.to(dtype)).relu_()
         return F.linear(hidden, model.fc2.weight.to(dtype), model.fc2.bias.to(dtype)).log_softmax(1)
