@@ -1,13 +1,16 @@
 """examples/fastest.py, `fastest` in one file of plain PyTorch, stays the recipe it says it is: the same
-hyperparameters as the recipe, and the same accuracy as `fastmnist train` seed for seed on this CPU, with
-autograd's backward as the example's (tests/test_explicit.py checks fastmnist's hand-written one against it)."""
+hyperparameters as the recipe (stage 27 where bf16 runs in hardware, stage 28 where the step runs in fp32), and
+the same accuracy as `fastmnist train` seed for seed on this CPU, with autograd's backward as the example's (tests/test_explicit.py checks fastmnist's hand-written one against it)."""
 
 import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 import fastmnist
+from fastmnist.recipes.stages import FASTEST, FASTEST_BY_PRECISION
+from fastmnist.training.device import native_bf16, pick_device
 from fastmnist.training import layout, nets
 from fastmnist.recipes.overrides import get_recipe
 
@@ -21,8 +24,12 @@ def example():
     return module
 
 
-def test_its_hyperparameters_are_the_recipes():
-    h, r = example().hyp, get_recipe("fastest")
+@pytest.mark.parametrize("bf16, stage", [(True, "stage27"), (False, "stage28")])
+def test_its_hyperparameters_are_the_recipes(bf16, stage, monkeypatch):
+    module = example()
+    monkeypatch.setattr(module, "native_bf16", lambda: bf16)
+    h, r = module.hyp_here(), get_recipe(stage)
+    assert FASTEST_BY_PRECISION["bf16" if bf16 else "fp32"] == stage
     net = r.net
     assert (2 * h["net"]["whitening_pairs"], h["net"]["kernel1"], h["net"]["stride1"], h["net"]["conv2"],
             h["net"]["kernel2"], h["net"]["fc"]) == (net.conv1, net.kernel1, net.stride1, net.conv2, net.kernel2, net.fc)
@@ -40,9 +47,15 @@ def test_its_hyperparameters_are_the_recipes():
                                                                          layout.ORDER_STREAM)
 
 
+def test_it_picks_fastest_as_fastmnist_does_on_this_cpu():
+    assert example().native_bf16() == native_bf16(torch.device("cpu"))
+    assert FASTEST == FASTEST_BY_PRECISION["bf16" if native_bf16(pick_device()) else "fp32"]
+
+
 @pytest.mark.parametrize("seed", [0, 7])
 def test_it_reaches_the_accuracy_fastmnist_train_reaches(seed, real_mnist, data_env, monkeypatch):
     for key, value in data_env.items():
         monkeypatch.setenv(key, value)
-    ours = fastmnist.train("fastest[backward=autograd]", seed=seed, mnist=real_mnist, warmup=False)
+    stage = FASTEST_BY_PRECISION["bf16" if example().native_bf16() else "fp32"]  # fastest on this CPU
+    ours = fastmnist.train(f"{stage}[backward=autograd]", seed=seed, mnist=real_mnist, warmup=False)
     assert example().main(seed) == ours.accuracy  # bit-equal: the same arithmetic in the same order

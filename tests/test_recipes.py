@@ -10,7 +10,7 @@ from fastmnist.experiments.ladder import parse_stages
 from fastmnist.training.nets import NETS, ConvNet, NetSpec, check_net, flops_per_image, net_name, whitening_filters
 from fastmnist.recipes.overrides import get_recipe, parse_param, with_overrides
 from fastmnist.recipes.recipe import derive, describe_changes
-from fastmnist.recipes.stages import FASTEST, LADDER, RECIPES
+from fastmnist.recipes.stages import FASTEST, FASTEST_BY_PRECISION, LADDER, RECIPES
 
 # docs/ladder.md, one row a stage: net, data path, batch, optimiser, lr, schedule, epochs, early stop,
 # floor batches (drop_last), test batch
@@ -157,21 +157,33 @@ def test_derive_records_only_real_changes():
     assert describe_changes(RECIPES["stage8"], child) == ["batch_size 256 -> 512"]
 
 
-def test_fastest_is_a_stage_the_committed_evidence_claims():
-    """`fastest` moves only under the replication rule: its definition is claimed in results/claims/pooled.json
-    (>= 100 unused seeds, p < 0.01, >= 95% replication), and no later stage that is claimed there is left out."""
+@pytest.mark.parametrize("precision, claims_folder", [("bf16", "claims"), ("fp32", "claims-avx2")])
+def test_fastest_is_a_stage_the_committed_evidence_claims(precision, claims_folder):
+    """`fastest` moves only under the replication rule, for each precision a step runs in: its definition is
+    claimed in the pooled claims of a CPU of that class (>= 100 unused seeds, p < 0.01, >= 95% replication),
+    and no later stage that is claimed there is left out."""
     import json
     from pathlib import Path
 
     from fastmnist.experiments.ledger import definition
 
-    assert get_recipe("fastest") is get_recipe(FASTEST)
-    pooled = json.loads((Path(__file__).parents[1] / "results" / "claims" / "pooled.json").read_text())
+    name = FASTEST_BY_PRECISION[precision]
+    pooled = json.loads((Path(__file__).parents[1] / "results" / claims_folder / "pooled.json").read_text())
     claims = {row["definition"]: row["claim"] for row in pooled["rows"]}
-    assert claims[definition(get_recipe(FASTEST))] == "claimed"
-    later = [r for r in LADDER[[s.name for s in LADDER].index(FASTEST) + 1:] if definition(r) in claims]
+    assert claims[definition(get_recipe(name))] == "claimed"
+    later = [r for r in LADDER[[s.name for s in LADDER].index(name) + 1:] if definition(r) in claims]
     assert all(claims[definition(r)] != "claimed" for r in later)
-    assert claims[definition(get_recipe("stage22"))] != "claimed"  # measured, not claimed
+    measured_unclaimed = {"bf16": ["stage22", "stage24", "stage26"], "fp32": []}[precision]
+    assert all(claims[definition(get_recipe(n))] != "claimed" for n in measured_unclaimed)
+
+
+def test_fastest_names_the_stage_of_the_precision_a_step_runs_in_here():
+    from fastmnist.recipes.recipes import listing
+    from fastmnist.training.device import native_bf16, pick_device
+
+    assert FASTEST == FASTEST_BY_PRECISION["bf16" if native_bf16(pick_device()) else "fp32"]
+    assert get_recipe("fastest") is get_recipe(FASTEST)
+    assert "(= fastest)" in "\n".join(line for line in listing() if line.startswith(f"{FASTEST} "))
     with pytest.raises(FastMnistError, match="unknown recipe"):
         get_recipe("stage99")
 
@@ -262,7 +274,7 @@ def test_show_prints_the_fields_that_apply_as_they_run_here_and_the_stage_that_s
     from fastmnist.recipes.recipe import BOOKKEEPING, Recipe, applies
     from fastmnist.recipes.stages import FASTEST
 
-    recipe = get_recipe("fastest")
+    recipe = get_recipe("stage27")
     text = show_recipe(recipe, torch.device("cpu"))
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[4:] if line and not line[0].isspace()}
     for f in [*dc.fields(Recipe), *dc.fields(NetSpec)]:
@@ -273,6 +285,8 @@ def test_show_prints_the_fields_that_apply_as_they_run_here_and_the_stage_that_s
     assert rows["backward"] == ["explicit", "stage26"] and rows["conv2"] == ["16", "stage14"]
     assert rows["whiten1"] == ["True", "stage16"] and rows["engine"] == ["explicit", "stage19", "(asked:", "graph)"]
     assert rows["threads"][0] == str(torch.get_num_threads())  # 0 asks for PyTorch's own count: shown as it runs
-    assert text.startswith(f"{FASTEST}: ") and "nets.INIT_IMAGES" in text and "layout.ORDER_STREAM" in text
+    assert rows["lr"] == [str(recipe.lr), "stage27"]  # a value longer than the header stays apart from its setter
+    assert text.startswith("stage27: ") and "nets.INIT_IMAGES" in text and "layout.ORDER_STREAM" in text
+    assert show_recipe(get_recipe("fastest")).startswith(f"{FASTEST}: ")
     mine = show_recipe(get_recipe("stage14[lr=0.05]"))  # an override is the last setter of what it changes
     assert [line.split() for line in mine.splitlines() if line.startswith("lr ")] == [["lr", "0.05", "stage14[lr=0.05]"]]

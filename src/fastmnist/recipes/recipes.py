@@ -10,16 +10,20 @@ import torch
 
 from fastmnist.recipes.overrides import get_recipe
 from fastmnist.recipes.recipe import Recipe, applies
-from fastmnist.recipes.stages import FASTEST, RECIPES, changes_from_parent, lineage, resolved_fields
+from fastmnist.recipes.stages import (FASTEST, FASTEST_BY_PRECISION, RECIPES, changes_from_parent, lineage,
+                                      resolved_fields)
 from fastmnist.training.engines import engine_used
 from fastmnist.training.step import effective_precision
 
 
 def listing(diff: bool = False) -> list[str]:
-    """One line per recipe (the one `fastest` names marked); with `diff`, what each changes from its parent."""
+    """One line per recipe (the one `fastest` names here marked, and the other precision's); with `diff`, what
+    each changes from its parent."""
+    elsewhere = {name: f"  (= fastest where the step runs in {precision})"
+                 for precision, name in FASTEST_BY_PRECISION.items() if name != FASTEST}
     lines = []
     for recipe in RECIPES.values():
-        alias = "  (= fastest)" if recipe.name == FASTEST else ""
+        alias = "  (= fastest)" if recipe.name == FASTEST else elsewhere.get(recipe.name, "")
         lines.append(f"{recipe.name:<10} {recipe.summary}{alias}")
         if diff:
             lines += [f"{'':<12}{line}" for line in changes_from_parent(recipe)]
@@ -50,14 +54,15 @@ def show_recipe(recipe: Recipe | str, device: torch.device | None = None) -> str
     rows = [(name, value, setter) for name, value, setter in resolved_fields(recipe) if applies(recipe, name)]
     hidden = [name for name, _, _ in resolved_fields(recipe) if not applies(recipe, name)]
     width = max(len(name) for name, _, _ in rows) + 2
+    value_width = max(len(str(ran.get(name, value))) for name, value, _ in rows) + 2
     lines = [f"{recipe.name}: {recipe.summary}",
              f"lineage: {' -> '.join(r.name for r in lineage(recipe))}",
              f"values as they run here ({device.type}); where this machine changes a value, the one asked for follows",
-             f"{'field':<{width}}{'value':<14}set by"]
+             f"{'field':<{width}}{'value':<{value_width}}set by"]
     for name, value, setter in rows:
         here = ran.get(name, value)
         asked = f"  (asked: {value})" if here != value else ""
-        lines.append(f"{name:<{width}}{str(here):<14}{setter}{asked}")
+        lines.append(f"{name:<{width}}{str(here):<{value_width}}{setter}{asked}")
     if hidden:
         lines.append(f"not shown, as they change nothing in this recipe: {', '.join(hidden)}")
     lines += ["", "constants of every run (not recipe fields):"]
