@@ -24,17 +24,20 @@ from fastmnist.results.records import envelope
 from fastmnist.training.device import pick_device
 from fastmnist.training.layout import normalise
 from fastmnist.training.runner import Runner
+from fastmnist.training.step import effective_precision
 
 VIEWS = {"plain": [(0, 0)], "x3": [(0, 0), (1, 0), (-1, 0)], "y3": [(0, 0), (0, 1), (0, -1)],
          "diagonal3": [(0, 0), (1, 1), (-1, -1)], "xy5": [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)],
          "xy4": [(1, 0), (-1, 0), (0, 1), (0, -1)], "one-sided2": [(0, 0), (-1, -1)]}
 
 
-def view_accuracies(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Test accuracy (%) of each set of views: the argmax of the softmax summed over the set's shifted copies."""
+def view_accuracies(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    bf16: bool) -> dict[str, float]:
+    """Test accuracy (%) of each set of views: the argmax of the softmax summed over the set's shifted copies,
+    in the precision the run's own test pass used (bf16 autocast only where the step ran in bf16)."""
     model.eval()
     probabilities = {}
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for dx, dy in {view for views in VIEWS.values() for view in views}:
             shifted = torch.roll(images, shifts=(dy, dx), dims=(2, 3))
             probabilities[dx, dy] = torch.cat([model(shifted[i:i + 2000]).float().softmax(1)
@@ -60,7 +63,7 @@ def main() -> int:
     for seed in seeds:
         result = runner.run(recipe, seed)
         rows.append({"seed": seed, "run_accuracy": result.accuracy,
-                     **view_accuracies(result.model, images, labels)})
+                     **view_accuracies(result.model, images, labels, effective_precision(recipe, device) == "bf16")})
         print(seed, {k: round(v, 2) for k, v in rows[-1].items() if k != "seed"}, flush=True)
     summary = {name: {"mean": statistics.mean(r[name] for r in rows), "std": statistics.stdev(r[name] for r in rows),
                       "mean_gain_over_plain": statistics.mean(r[name] - r["plain"] for r in rows)}

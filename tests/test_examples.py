@@ -1,6 +1,7 @@
 """examples/fastest.py, `fastest` in one file of plain PyTorch, stays the recipe it says it is: the same
 hyperparameters as the recipe (stage 27 where bf16 runs in hardware, stage 28 where the step runs in fp32), and
-the same accuracy as `fastmnist train` seed for seed on this CPU, with autograd's backward as the example's (tests/test_explicit.py checks fastmnist's hand-written one against it)."""
+the same accuracy as `fastmnist train` seed for seed on this CPU, with autograd's backward as the example's
+(tests/test_explicit.py checks fastmnist's hand-written one against it)."""
 
 import importlib.util
 from pathlib import Path

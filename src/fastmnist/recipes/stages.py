@@ -80,8 +80,8 @@ def build_ladder() -> list[Recipe]:
                  "5% more images", lr=0.014158548031, beta1=0.614713378242, beta2=0.866393673205, train_fraction=1.0,
                  label_smoothing=0.060267788021, pct_start=0.380877311093)
     s28 = derive(s27, "stage28", "found by `fastmnist search --feasible replicates` on an AVX2-only CPU (results/"
-                 "search/avx2-tpe-replicates, trial 33; its best, trial 23, replicated 82%), where the step runs in fp32 "
-                 "near the matmul rate and FLOPs decide: 16 whitening filters in conv1 instead of 24 (conv2's input "
+                 "search/avx2-tpe-replicates, trial 33; its best, trial 23, replicated 82%), where the step runs in "
+                 "fp32 near the matmul rate and FLOPs decide: 16 whitening filters in conv1 instead of 24 (conv2's input "
                  "and work cut by a third), batches of 416, Adam's lr and betas, smoothing and warm-up retuned for "
                  "the margin; `fastest` where the step runs in fp32 (on CPUs with bf16 units not measured)",
                  conv1=16, batch_size=416, lr=0.017156194024, beta1=0.643977541648, beta2=0.878451956091,
