@@ -20,7 +20,7 @@ from fastmnist.training.layout import memory_batches, normalise, preparation_key
 from fastmnist.training.nets import blocked, build_net
 from fastmnist.training.optim import learning_rates
 from fastmnist.training.runner import Runner
-from fastmnist.training.step import TrainStep
+from fastmnist.training.step import TrainStep, effective_precision
 from tests.conftest import new_model, one_run
 
 CPU = torch.device("cpu")
@@ -50,7 +50,7 @@ def test_the_step_unit_follows_a_plain_inline_loop(small_mnist, name):
     recipe = get_recipe(name)
     data = prepare(small_mnist, recipe, CPU)
     batches = memory_batches(data, recipe)[:5]
-    bf16 = dict(device_type="cpu", dtype=torch.bfloat16, enabled=recipe.precision == "bf16")
+    bf16 = dict(device_type="cpu", dtype=torch.bfloat16, enabled=effective_precision(recipe, CPU) == "bf16")
 
     model = new_model(recipe, data, 3)
     optimizer = {"adam": lambda p: torch.optim.Adam(p, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2)),
