@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from fastmnist.errors import FastMnistError
 from fastmnist.recipes.overrides import get_recipe
-from fastmnist.recipes.stages import FASTEST
+from fastmnist.recipes.stages import fastest_name
 from fastmnist.training.engines import (CudaGraphEngine, EagerEngine, engine_used, graph_problems, make_engine,
                                         unregistered_tensors)
 from fastmnist.training.layout import memory_batches, normalise, preparation_key, prepare
@@ -87,7 +87,7 @@ def test_the_step_unit_follows_a_plain_inline_loop(small_mnist, name):
     assert step.lr.item() == pytest.approx(schedule.get_last_lr()[0], rel=1e-12)
 
 
-@pytest.mark.parametrize("name", ["stage2", "stage10", "stage18", "stage23", FASTEST])
+@pytest.mark.parametrize("name", ["stage2", "stage10", "stage18", "stage23", fastest_name()])
 def test_model_creation_is_a_model_built_from_scratch_without_building_one(small_mnist, name):
     """The built model re-initialised in place holds what a new model with the seed holds, parameters and
     buffers, and leaves torch's generator where a new model leaves it (dropout draws from it next)."""
@@ -333,8 +333,8 @@ def test_two_replays_of_one_seed_end_in_the_same_weights(real_mnist):
 @cuda
 def test_fastest_is_captured_and_reaches_its_band(real_mnist):
     runner = Runner(real_mnist, CUDA)
-    results = runner.run_interleaved([get_recipe("fastest")], range(100, 105))[FASTEST]
-    assert all(r.engine == "graph" for r in results) and runner.captures[FASTEST] > 0
+    results = runner.run_interleaved([get_recipe("fastest")], range(100, 105))[fastest_name()]
+    assert all(r.engine == "graph" for r in results) and runner.captures[fastest_name()] > 0
     assert min(r.accuracy for r in results) >= 98.7 and sum(r.accuracy for r in results) / 5 >= 98.9
 
 

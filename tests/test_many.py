@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from fastmnist.cli.main import main as cli_main
 from fastmnist.recipes.overrides import get_recipe
-from fastmnist.recipes.stages import FASTEST
+from fastmnist.recipes.stages import fastest_name
 from fastmnist.experiments.bench import benchmark
 from fastmnist.experiments.store import open_store
 from tests.conftest import POSTGRES, assert_one_line_error, in_process, postgres_reason, sigint_default
@@ -32,13 +32,13 @@ def cli(*args) -> list[str]:
 
 
 def bench_command(url, study, runs=4):
-    return cli("bench", "stage14", FASTEST, "--runs", str(runs), "--set", SLICE, "--threads", "1",
+    return cli("bench", "stage14", fastest_name(), "--runs", str(runs), "--set", SLICE, "--threads", "1",
                "--storage", url, "--study", study, "--stale-after", "3")
 
 
 def sweep_command(url, study, out):
-    lr = get_recipe(FASTEST).lr  # the recipe's own value and one other: two points
-    return cli("sweep", "--recipe", f"{FASTEST}[{SLICE}]", "--param", f"lr={lr},{2 * lr}", "--runs", "2",
+    lr = get_recipe(fastest_name()).lr  # the recipe's own value and one other: two points
+    return cli("sweep", "--recipe", f"{fastest_name()}[{SLICE}]", "--param", f"lr={lr},{2 * lr}", "--runs", "2",
                "--threads", "1", "--storage", url, "--study", study, "--out", str(out), "--stale-after", "3")
 
 
@@ -71,7 +71,7 @@ def test_three_workers_share_a_bench_each_seed_once(store_url, env, tmp_path, re
     assert cli_main(bench_command(store_url, study, runs=3)[3:] + ["--report", "--out", str(shared)]) == 0
     report = json.loads(shared.read_text())
     assert sum(len(m["seeds"]) for m in report["machines"]) == 3
-    recipes = [get_recipe(f"{name}[{SLICE},threads=1]") for name in ("stage14", FASTEST)]
+    recipes = [get_recipe(f"{name}[{SLICE},threads=1]") for name in ("stage14", fastest_name())]
     alone = benchmark(recipes, [100, 101, 102], real_mnist, torch.device("cpu"), progress=False)  # one worker, here
     assert {(r["recipe"].split("[")[0], r["seed"]): r["accuracy"] for r in alone["runs"]} == {
         (r["recipe"].split("[")[0], r["seed"]): r["accuracy"] for r in report["runs"]}  # the same results

@@ -10,7 +10,7 @@ from fastmnist.experiments.ladder import parse_stages
 from fastmnist.training.nets import NETS, ConvNet, NetSpec, check_net, flops_per_image, net_name, whitening_filters
 from fastmnist.recipes.overrides import get_recipe, parse_param, with_overrides
 from fastmnist.recipes.recipe import derive, describe_changes
-from fastmnist.recipes.stages import FASTEST, FASTEST_BY_PRECISION, LADDER, RECIPES
+from fastmnist.recipes.stages import FASTEST_BY_PRECISION, LADDER, RECIPES, fastest_name
 
 # docs/ladder.md, one row a stage: net, data path, batch, optimiser, lr, schedule, epochs, early stop,
 # floor batches (drop_last), test batch
@@ -181,9 +181,9 @@ def test_fastest_names_the_stage_of_the_precision_a_step_runs_in_here():
     from fastmnist.recipes.recipes import listing
     from fastmnist.training.device import native_bf16, pick_device
 
-    assert FASTEST == FASTEST_BY_PRECISION["bf16" if native_bf16(pick_device()) else "fp32"]
-    assert get_recipe("fastest") is get_recipe(FASTEST)
-    assert "(= fastest)" in "\n".join(line for line in listing() if line.startswith(f"{FASTEST} "))
+    assert fastest_name() == FASTEST_BY_PRECISION["bf16" if native_bf16(pick_device()) else "fp32"]
+    assert get_recipe("fastest") is get_recipe(fastest_name())
+    assert "(= fastest)" in "\n".join(line for line in listing() if line.startswith(f"{fastest_name()} "))
     with pytest.raises(FastMnistError, match="unknown recipe"):
         get_recipe("stage99")
 
@@ -272,7 +272,6 @@ def test_show_prints_the_fields_that_apply_as_they_run_here_and_the_stage_that_s
     from fastmnist.recipes.recipes import show_recipe
     from fastmnist.training.nets import NetSpec
     from fastmnist.recipes.recipe import BOOKKEEPING, Recipe, applies
-    from fastmnist.recipes.stages import FASTEST
 
     recipe = get_recipe("stage27")
     text = show_recipe(recipe, torch.device("cpu"))
@@ -287,6 +286,6 @@ def test_show_prints_the_fields_that_apply_as_they_run_here_and_the_stage_that_s
     assert rows["threads"][0] == str(torch.get_num_threads())  # 0 asks for PyTorch's own count: shown as it runs
     assert rows["lr"] == [str(recipe.lr), "stage27"]  # a value longer than the header stays apart from its setter
     assert text.startswith("stage27: ") and "nets.INIT_IMAGES" in text and "layout.ORDER_STREAM" in text
-    assert show_recipe(get_recipe("fastest")).startswith(f"{FASTEST}: ")
+    assert show_recipe(get_recipe("fastest")).startswith(f"{fastest_name()}: ")
     mine = show_recipe(get_recipe("stage14[lr=0.05]"))  # an override is the last setter of what it changes
     assert [line.split() for line in mine.splitlines() if line.startswith("lr ")] == [["lr", "0.05", "stage14[lr=0.05]"]]

@@ -11,7 +11,7 @@ import pytest
 from fastmnist import cli
 from fastmnist.use.checkpoint import load_model
 from fastmnist.results.output import atomic_write, write_text
-from fastmnist.recipes.stages import FASTEST
+from fastmnist.recipes.stages import fastest_name
 from tests.conftest import assert_one_line_error, in_process
 
 UNWRITABLE = "/proc/fastmnist-test"  # nothing can be created under /proc, even as root
@@ -54,7 +54,7 @@ def test_a_write_failing_after_the_work_keeps_the_result(data_env, monkeypatch, 
     assert line.startswith("fastmnist: error: could not write the model to") and "saved it to" in line
     spare = line.rsplit("saved it to ", 1)[1].split(" instead")[0]
     model, info = load_model(spare)
-    assert info["recipe"] == f"{FASTEST}[train_fraction=0.03]"
+    assert info["recipe"] == f"{fastest_name()}[train_fraction=0.03]"
     os.unlink(spare)
 
 

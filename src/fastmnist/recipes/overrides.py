@@ -11,7 +11,7 @@ from pathlib import Path
 from fastmnist.errors import FastMnistError
 from fastmnist.recipes.recipe import (NET_FIELDS, PARAM_BOUNDS, PARAM_CHOICES, Recipe, derive, in_bounds,
                                       tunable_params)
-from fastmnist.recipes.stages import FASTEST, RECIPES
+from fastmnist.recipes.stages import RECIPES, fastest_name
 from fastmnist.training.nets import NetSpec, net_name
 
 
@@ -85,7 +85,7 @@ def get_recipe(name: str) -> Recipe:
                                  f"(make one with fastmnist.derive(fastmnist.recipe('stage14'), ...))")
         return recipe
     if name == "fastest":
-        name = FASTEST
+        name = fastest_name()
     if name not in RECIPES:
         raise FastMnistError(f"unknown recipe {name!r}; choose from: fastest, {', '.join(RECIPES)}, "
                              f"or FILE.py:NAME")

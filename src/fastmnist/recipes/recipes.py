@@ -10,7 +10,7 @@ import torch
 
 from fastmnist.recipes.overrides import get_recipe
 from fastmnist.recipes.recipe import Recipe, applies
-from fastmnist.recipes.stages import (FASTEST, FASTEST_BY_PRECISION, RECIPES, changes_from_parent, lineage,
+from fastmnist.recipes.stages import (FASTEST_BY_PRECISION, RECIPES, changes_from_parent, fastest_name, lineage,
                                       resolved_fields)
 from fastmnist.training.engines import engine_used
 from fastmnist.training.step import effective_precision
@@ -19,11 +19,12 @@ from fastmnist.training.step import effective_precision
 def listing(diff: bool = False) -> list[str]:
     """One line per recipe (the one `fastest` names here marked, and the other precision's); with `diff`, what
     each changes from its parent."""
+    here = fastest_name()
     elsewhere = {name: f"  (= fastest where the step runs in {precision})"
-                 for precision, name in FASTEST_BY_PRECISION.items() if name != FASTEST}
+                 for precision, name in FASTEST_BY_PRECISION.items() if name != here}
     lines = []
     for recipe in RECIPES.values():
-        alias = "  (= fastest)" if recipe.name == FASTEST else elsewhere.get(recipe.name, "")
+        alias = "  (= fastest)" if recipe.name == here else elsewhere.get(recipe.name, "")
         lines.append(f"{recipe.name:<10} {recipe.summary}{alias}")
         if diff:
             lines += [f"{'':<12}{line}" for line in changes_from_parent(recipe)]
@@ -51,16 +52,16 @@ def show_recipe(recipe: Recipe | str, device: torch.device | None = None) -> str
     device = device or torch.device("cpu")
     ran = {"precision": effective_precision(recipe, device), "engine": engine_used(recipe, device),
            "threads": recipe.threads or torch.get_num_threads()}
-    rows = [(name, value, setter) for name, value, setter in resolved_fields(recipe) if applies(recipe, name)]
+    rows = [(name, ran.get(name, value), value, setter) for name, value, setter in resolved_fields(recipe)
+            if applies(recipe, name)]
     hidden = [name for name, _, _ in resolved_fields(recipe) if not applies(recipe, name)]
-    width = max(len(name) for name, _, _ in rows) + 2
-    value_width = max(len(str(ran.get(name, value))) for name, value, _ in rows) + 2
+    width = max(len(name) for name, *_ in rows) + 2
+    value_width = max(len(str(here)) for _, here, _, _ in rows) + 2
     lines = [f"{recipe.name}: {recipe.summary}",
              f"lineage: {' -> '.join(r.name for r in lineage(recipe))}",
              f"values as they run here ({device.type}); where this machine changes a value, the one asked for follows",
              f"{'field':<{width}}{'value':<{value_width}}set by"]
-    for name, value, setter in rows:
-        here = ran.get(name, value)
+    for name, here, value, setter in rows:
         asked = f"  (asked: {value})" if here != value else ""
         lines.append(f"{name:<{width}}{str(here):<{value_width}}{setter}{asked}")
     if hidden:

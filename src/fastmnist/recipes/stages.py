@@ -6,6 +6,7 @@ definitions themselves; and `fastest`, the fastest stage claimed under the repli
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from fastmnist.recipes.recipe import Recipe, derive, describe_changes, flat_fields
 from fastmnist.training.device import native_bf16, pick_device
@@ -81,9 +82,9 @@ def build_ladder() -> list[Recipe]:
                  label_smoothing=0.060267788021, pct_start=0.380877311093)
     s28 = derive(s27, "stage28", "found by `fastmnist search --feasible replicates` on an AVX2-only CPU (results/"
                  "search/avx2-tpe-replicates, trial 33; its best, trial 23, replicated 82%), where the step runs in "
-                 "fp32 near the matmul rate and FLOPs decide: 16 whitening filters in conv1 instead of 24 (conv2's input "
-                 "and work cut by a third), batches of 416, Adam's lr and betas, smoothing and warm-up retuned for "
-                 "the margin; `fastest` where the step runs in fp32 (on CPUs with bf16 units not measured)",
+                 "fp32 near the matmul rate and FLOPs decide: 16 whitening filters in conv1 instead of 24 (conv2's "
+                 "input and work cut by a third), batches of 416, Adam's lr and betas, smoothing and warm-up retuned "
+                 "for the margin; `fastest` where the step runs in fp32 (on CPUs with bf16 units not measured)",
                  conv1=16, batch_size=416, lr=0.017156194024, beta1=0.643977541648, beta2=0.878451956091,
                  label_smoothing=0.052110358333, pct_start=0.35100886499)
     return [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18, s19, s20, s21,
@@ -127,4 +128,10 @@ RECIPES = {r.name: r for r in LADDER}
 # matmul rate and FLOPs decide: stage 28, found and claimed on an AVX2-only EPYC (results/claims-avx2/
 # pooled.json), where stage 27 took 0.87-0.93 of stage 18's time.
 FASTEST_BY_PRECISION = {"bf16": "stage27", "fp32": "stage28"}
-FASTEST = FASTEST_BY_PRECISION["bf16" if native_bf16(pick_device()) else "fp32"]
+
+
+@functools.cache
+def fastest_name() -> str:
+    """The stage `fastest` names here, by the precision a step runs in on the device `auto` picks. Asked when
+    first needed, not at import: on a GPU machine the question initialises CUDA."""
+    return FASTEST_BY_PRECISION["bf16" if native_bf16(pick_device()) else "fp32"]
