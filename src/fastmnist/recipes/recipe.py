@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from fastmnist.errors import FastMnistError
 from fastmnist.training.nets import NETS, NetFactory, NetSpec, net_name
+from fastmnist.training.views import TEST_VIEWS
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Recipe:
     train_fraction: float = 1.0  # share of the 60k training images used each epoch
     data_order: str = "seed"  # in memory: seed: each seed draws its own order (and subset) | fixed: one for all
     label_smoothing: float = 0.0
+    test_views: str = "plain"  # the test pass averages the softmax over shifted copies of each image (views.py)
     channels_last: bool = False
     precision: str = "fp32"  # fp32 | bf16 (autocast; falls back to fp32 where the CPU lacks bf16)
     bf16_images: bool = False  # in memory, under bf16: images prepared in bf16, not cast by autocast each batch
@@ -61,6 +63,7 @@ PARAM_CHOICES = {
     "engine": ("eager", "graph"),
     "backward": ("autograd", "explicit"),
     "data_order": ("seed", "fixed"),
+    "test_views": tuple(TEST_VIEWS),
 }
 NET_FIELDS = {f.name for f in dataclasses.fields(NetSpec)}
 BOOKKEEPING = {"name", "summary", "parent", "changes"}

@@ -18,6 +18,7 @@ from torch.profiler import record_function
 from fastmnist.training.device import cpu_threads, sync
 from fastmnist.training.engines import Engine
 from fastmnist.training.layout import test_batches
+from fastmnist.training.views import TEST_VIEWS, view_probabilities
 
 COLLAPSED_BELOW = 20.0  # % test accuracy: twice chance; a finished run below it has diverged, NaN or not
 RUN_CONSTANTS = {"COLLAPSED_BELOW": "% accuracy under which a run counts as diverged"}  # for `recipes --show`
@@ -48,14 +49,16 @@ class RunResult:
 
 
 @record_function("evaluation")
-def test_accuracy(model, batches, autocast) -> tuple[float, bool]:
+def test_accuracy(model, batches, autocast, views=TEST_VIEWS["plain"]) -> tuple[float, bool]:
     """Percent correct, and whether every output was a number: counted on the device, read once at the end
-    (on CUDA one host sync for the whole test pass)."""
+    (on CUDA one host sync for the whole test pass). With views other than the plain image, the prediction is
+    the argmax of the softmax averaged over them (views.py)."""
     model.eval()
     correct, finite_outputs, total = None, None, 0
+    plain = views == TEST_VIEWS["plain"]
     with torch.no_grad(), autocast():
         for x, y in batches:
-            output = model(x)
+            output = model(x) if plain else view_probabilities(model, x, views)
             hits, numbers = (output.argmax(1) == y).sum(), torch.isfinite(output).all()
             correct = hits if correct is None else correct + hits
             finite_outputs = numbers if finite_outputs is None else finite_outputs & numbers
@@ -102,7 +105,8 @@ def timed_run(engine: Engine, seed: int, warmup: bool, on_epoch) -> RunResult:
         training += trained - epoch_start
         last_epoch = diverged or epoch == recipe.epochs - 1 or warmup
         if recipe.eval_every_epoch or last_epoch:
-            accuracy, finite_outputs = test_accuracy(run.forward, test_batches(data, recipe), run.step.autocast)
+            accuracy, finite_outputs = test_accuracy(run.forward, test_batches(data, recipe), run.step.autocast,
+                                                     TEST_VIEWS[recipe.test_views])
             testing += time.perf_counter() - trained  # test_accuracy reads its count: synced
             epoch_accuracies.append(accuracy)
             collapsed = last_epoch and not warmup and accuracy < COLLAPSED_BELOW
