@@ -1,8 +1,9 @@
 """A probe for the next stage (issue #36): how much test accuracy would averaging the softmax over shifted copies of
 each test image buy (test-time views, as airbench's flips and translations)? Each seed trains the recipe once
 (`Runner`, as `fastmnist bench`), then its trained model is evaluated, untimed, on the 10,000 test images with
-each set of views; a view is the image rolled by (dx, dy) pixels (MNIST's border is background, so the roll
-brings in background). Accuracy only: a view costs one more test pass in a timed run (~5% of stage 26's time).
+each set of views a recipe's `test_views` can name (training/views.py: the image rolled by (dx, dy) pixels).
+Accuracy only, every set from one trained model: in a timed run (`--set test_views=NAME`) each view costs one
+more test pass.
 
     python benchmarks/test_views.py stage26 --seeds 1900000-1900015 --out results/speed/test-views-stage26.json
 """
@@ -25,10 +26,7 @@ from fastmnist.training.device import pick_device
 from fastmnist.training.layout import normalise
 from fastmnist.training.runner import Runner
 from fastmnist.training.step import effective_precision
-
-VIEWS = {"plain": [(0, 0)], "x3": [(0, 0), (1, 0), (-1, 0)], "y3": [(0, 0), (0, 1), (0, -1)],
-         "diagonal3": [(0, 0), (1, 1), (-1, -1)], "xy5": [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)],
-         "xy4": [(1, 0), (-1, 0), (0, 1), (0, -1)], "one-sided2": [(0, 0), (-1, -1)]}
+from fastmnist.training.views import TEST_VIEWS, view_probabilities
 
 
 def view_accuracies(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -38,12 +36,11 @@ def view_accuracies(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     model.eval()
     probabilities = {}
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for dx, dy in {view for views in VIEWS.values() for view in views}:
-            shifted = torch.roll(images, shifts=(dy, dx), dims=(2, 3))
-            probabilities[dx, dy] = torch.cat([model(shifted[i:i + 2000]).float().softmax(1)
+        for dx, dy in {view for views in TEST_VIEWS.values() for view in views}:
+            probabilities[dx, dy] = torch.cat([view_probabilities(model, images[i:i + 2000], ((dx, dy),))
                                                for i in range(0, len(images), 2000)])
     return {name: 100.0 * int((sum(probabilities[v] for v in views).argmax(1) == labels).sum()) / len(labels)
-            for name, views in VIEWS.items()}
+            for name, views in TEST_VIEWS.items()}
 
 
 def main() -> int:
@@ -68,10 +65,10 @@ def main() -> int:
         print(seed, {k: round(v, 2) for k, v in rows[-1].items() if k != "seed"}, flush=True)
     summary = {name: {"mean": statistics.mean(r[name] for r in rows), "std": statistics.stdev(r[name] for r in rows),
                       "mean_gain_over_plain": statistics.mean(r[name] - r["plain"] for r in rows)}
-               for name in VIEWS}
+               for name in TEST_VIEWS}
     for name, s in summary.items():
         print(f"{name:12s} {s['mean']:.3f} +- {s['std']:.3f}  ({s['mean_gain_over_plain']:+.3f} over plain)")
-    report = {**envelope("test-views", machine_info(device), [recipe]), "views": VIEWS, "runs": rows,
+    report = {**envelope("test-views", machine_info(device), [recipe]), "views": TEST_VIEWS, "runs": rows,
               "summary": summary}
     print(describe(report["machine"]))
     if args.out:

@@ -14,6 +14,7 @@ import numpy as np
 
 from fastmnist.errors import FastMnistError
 from fastmnist.training.nets import NetSpec, flops_per_image
+from fastmnist.training.views import TEST_VIEWS
 from fastmnist.results.machine import load_span
 from fastmnist.results.provenance import provenance
 from fastmnist.recipes.recipe import Recipe
@@ -44,9 +45,11 @@ def envelope(kind: str, machine: dict, recipes: list[Recipe]) -> dict:
 
 
 def run_flops(recipe: Recipe, run) -> float:
-    """Training FLOPs for the images seen plus a test pass per evaluation (`run`: a RunResult)."""
+    """Training FLOPs for the images seen plus a test pass per evaluation and test-time view (`run`: a
+    RunResult)."""
     train, infer = flops_per_image(recipe.net)
-    return run.images_seen * train + len(run.epoch_accuracies) * run.test_images * infer
+    views = len(TEST_VIEWS[recipe.test_views])
+    return run.images_seen * train + len(run.epoch_accuracies) * views * run.test_images * infer
 
 
 def as_ran(values: list[str]) -> str:

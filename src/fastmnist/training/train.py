@@ -31,5 +31,5 @@ def train(recipe: Recipe, seed: int, load: Load, warmup: bool = True, on_epoch=N
     if save and not result.diverged:
         write_or_fallback(save, lambda path: save_model(path, result.model, {
             "recipe": recipe.name, "seed": seed, "accuracy": result.accuracy, "device": device.type,
-            "data_order": result.data_order}, recipe.net), "the model")
+            "data_order": result.data_order, "test_views": recipe.test_views}, recipe.net), "the model")
     return result, record

@@ -10,13 +10,13 @@ import torch
 
 from fastmnist.errors import FastMnistError
 from fastmnist.use.checkpoint import load_model
-from fastmnist.use.evaluate import log_probabilities
+from fastmnist.use.evaluate import log_probabilities, trained_views
 
 
 def predict(model_path: str | Path, images: list[str]) -> list[dict]:
     """The digit in each image file (a folder: each file in it), or that file's error."""
-    model, _ = load_model(model_path)
-    return predict_files(model, images)
+    model, info = load_model(model_path)
+    return predict_files(model, images, trained_views(info, model_path))
 
 
 def read_grey(path: str | Path) -> tuple[np.ndarray, str | None]:
@@ -113,7 +113,7 @@ def image_paths(paths: list[str]) -> list[str]:
     return found
 
 
-def predict_files(model: torch.nn.Module, paths: list[str]) -> list[dict]:
+def predict_files(model: torch.nn.Module, paths: list[str], views: str = "plain") -> list[dict]:
     """One record per file (a folder: each file in it): digit and probability, or the error for that file
     alone."""
     records = []
@@ -126,7 +126,7 @@ def predict_files(model: torch.nn.Module, paths: list[str]) -> list[dict]:
         except FastMnistError as exc:
             records.append({"file": str(path), "error": str(exc)})
             continue
-        probabilities = log_probabilities(model, image[None]).exp()[0]
+        probabilities = log_probabilities(model, image[None], views=views).exp()[0]
         digit = int(probabilities.argmax())
         records.append({"file": str(path), "digit": digit, "probability": float(probabilities[digit]),
                         **({"note": note} if note else {})})
