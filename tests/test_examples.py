@@ -1,5 +1,5 @@
 """examples/fastest.py, `fastest` in one file of plain PyTorch, stays the recipe it says it is: the same
-hyperparameters as the recipe (stage 27 where bf16 runs in hardware, stage 28 where the step runs in fp32), and
+hyperparameters as the recipe (stage 27 where bf16 runs in hardware, stage 29 where the step runs in fp32), and
 the same accuracy as `fastmnist train` seed for seed on this CPU, with autograd's backward as the example's
 (tests/test_explicit.py checks fastmnist's hand-written one against it)."""
 
@@ -13,6 +13,7 @@ import fastmnist
 from fastmnist.recipes.stages import FASTEST_BY_PRECISION
 from fastmnist.training.device import native_bf16
 from fastmnist.training import layout, nets
+from fastmnist.training.views import TEST_VIEWS
 from fastmnist.recipes.overrides import get_recipe
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fastest.py"
@@ -25,7 +26,7 @@ def example():
     return module
 
 
-@pytest.mark.parametrize("bf16, stage", [(True, "stage27"), (False, "stage28")])
+@pytest.mark.parametrize("bf16, stage", [(True, "stage27"), (False, "stage29")])
 def test_its_hyperparameters_are_the_recipes(bf16, stage, monkeypatch):
     module = example()
     monkeypatch.setattr(module, "native_bf16", lambda: bf16)
@@ -36,7 +37,7 @@ def test_its_hyperparameters_are_the_recipes(bf16, stage, monkeypatch):
             h["net"]["kernel2"], h["net"]["fc"]) == (net.conv1, net.kernel1, net.stride1, net.conv2, net.kernel2, net.fc)
     assert (net.whiten1, net.batchnorm, net.hwc_features, net.inplace_relu, net.pool_before_relu, net.relu2,
             net.space_to_depth) == (True,) * 7 and not net.pool1 and net.dropout1 == net.dropout2 == 0
-    assert h["bf16_images"] == r.bf16_images
+    assert h["bf16_images"] == r.bf16_images and h["test_views"] == TEST_VIEWS[r.test_views]
     assert (h["opt"]["lr"], h["opt"]["betas"], h["opt"]["pct_start"], h["opt"]["label_smoothing"]) == \
         (r.lr, (r.beta1, r.beta2), r.pct_start, r.label_smoothing)
     assert (r.optimizer, r.schedule, r.fused_optimizer, r.epochs, r.weight_decay, r.drop_last) == \

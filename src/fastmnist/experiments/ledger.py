@@ -29,7 +29,7 @@ SELECTING = ("tuning", "verification")  # uses that pick among recipes by their 
 # Fields of Recipe and NetSpec added after definitions were first recorded, with their neutral values: left out
 # of the hash at those values, so every recipe defined before keeps the definition its seeds were recorded under.
 ADDED_SINCE_THE_LEDGER = {"space_to_depth": False, "bf16_images": False, "stride2": 1, "pool2": True,
-                          "backward": "autograd"}
+                          "backward": "autograd", "test_views": "plain"}
 
 
 def without_neutral(fields: dict, neutral: dict) -> dict:
