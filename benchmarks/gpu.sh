@@ -7,10 +7,10 @@
 #     bash benchmarks/gpu.sh            # on the GPU machine, from the project's root; about 4-5 minutes (an estimate: not yet run on a GPU)
 #
 # It installs fastmnist and the packages the machine lacks from .gpu/wheels (no index), runs the CUDA tests,
-# the bar of the graph engine (`bench stage14 fastest --runs 25 --device cuda`), stage 18 against stages 19-29
+# the bar of the graph engine (`bench stage14 fastest --runs 25 --device cuda`), stage 18 against stages 19-30
 # (captured; fused Adam; channels_last end to end; the search's batch and lr; conv1 over 2x2 blocks; bf16
 # images; the replicating search's find), prints each recipe's median split
-# into model creation, training and test, and runs the ladder 3-29 with 3 runs a stage; it writes everything
+# into model creation, training and test, and runs the ladder 3-30 with 3 runs a stage; it writes everything
 # to results/gpu/ (JSON with the machine, the commit and the command line, the test log, the parts).
 #
 # Checked on a CPU, without installing and on fewer runs (the suite's smoke test runs it so, on a slice of the
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 BRING=${BRING:-.gpu}
 DEVICE=${DEVICE:-cuda}
 RUNS=${RUNS:-25}
-LADDER_STAGES=${LADDER_STAGES:-3-29}
+LADDER_STAGES=${LADDER_STAGES:-3-30}
 LADDER_RUNS=${LADDER_RUNS:-3}
 OUT=${OUT:-results/gpu}
 PYTHON=${PYTHON:-python3}
@@ -54,8 +54,8 @@ PY
 fastmnist bench stage14 fastest --runs "$RUNS" --device "$DEVICE" --offline --quiet $SET \
     --out "$OUT/bench-stage14-vs-fastest-$RUNS.json"
 # shellcheck disable=SC2086
-fastmnist bench stage18 stage19 stage20 stage21 stage22 stage23 stage24 stage25 stage26 stage27 stage28 stage29 --runs "$RUNS" --device "$DEVICE" --offline --quiet $SET \
-    --out "$OUT/bench-stage18-vs-stage19-29-$RUNS.json"
+fastmnist bench stage18 stage19 stage20 stage21 stage22 stage23 stage24 stage25 stage26 stage27 stage28 stage29 stage30 --runs "$RUNS" --device "$DEVICE" --offline --quiet $SET \
+    --out "$OUT/bench-stage18-vs-stage19-30-$RUNS.json"
 # where each recipe's time goes: model creation (a reset, when captured), training, test (medians over seeds)
 "$PYTHON" - "$OUT"/bench-*.json <<'PY' | tee "$OUT/parts.txt"
 import json, sys
