@@ -189,6 +189,39 @@ def test_a_ladder_says_how_long_it_will_take_and_ctrl_c_leaves_no_empty_folder(d
     assert not out.exists()
 
 
+SIGNAL_IN_A_DESTRUCTOR = """
+import os, signal, sys, time
+from importlib import import_module
+cli = import_module("fastmnist.cli.main")  # the module; the package exports its main() under the same name
+
+class SendsTheSignalInItsDestructor:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIG{name})
+        for _ in range(10_000):  # the handler runs here, inside the destructor, where Python swallows its raise
+            pass
+
+def a_long_command(args):
+    SendsTheSignalInItsDestructor()
+    time.sleep(3)
+    print("ran to the end")
+    return 0
+
+cli.COMMANDS["recipes"] = a_long_command
+sys.exit(cli.main(["recipes"]))
+"""
+
+
+@pytest.mark.parametrize("name, code, line", [("INT", 130, "fastmnist: interrupted"),
+                                              ("TERM", 143, "fastmnist: terminated (SIGTERM)")])
+def test_a_signal_raised_inside_a_destructor_still_stops_the_command(name, code, line):
+    """Python swallows an exception raised in a destructor or weakref callback (SQLAlchemy's, as the store's
+    objects are collected); the signal must not be lost with it."""
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_IN_A_DESTRUCTOR.format(name=name)], capture_output=True,
+                          text=True, timeout=120, preexec_fn=sigint_default)
+    assert proc.returncode == code and proc.stderr.strip().splitlines()[-1] == line, proc.stderr
+    assert "ran to the end" not in proc.stdout and "Exception ignored" not in proc.stderr
+
+
 def test_train_takes_its_recipe_as_bench_does(data_env, monkeypatch, capsys):
     recipe = f"stage14[{SLICE}]"
     result = in_process(["train", recipe, "--no-warmup", "--json"], data_env, monkeypatch, capsys)

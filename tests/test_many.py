@@ -122,7 +122,7 @@ def test_a_signal_releases_the_run_in_flight_and_the_same_command_resumes(sig, c
     proc = start_and_wait_for_a_run(sweep_command(url, study, tmp_path), env, nth=2)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == code and err.strip().splitlines()[-1] == line
+    assert proc.returncode == code and err.strip().splitlines()[-1] == line, err
     assert not open_store(url, study).study.get_trials(states=(TrialState.RUNNING,))
     rerun = in_process(sweep_command(url, study, tmp_path)[3:], env, monkeypatch, capsys)
     assert rerun.returncode == 0, rerun.stderr
@@ -135,8 +135,8 @@ def test_sigint_on_postgresql_releases_the_run(env, tmp_path):
     study = f"sigint-{uuid.uuid4().hex[:8]}"
     proc = start_and_wait_for_a_run(bench_command(POSTGRES, study, runs=4), env)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
     assert not open_store(POSTGRES, study).study.get_trials(states=(TrialState.RUNNING,))
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
+import threading
 import warnings
 
 from fastmnist.cli.parser import Parser, build_parser, joined_values
@@ -25,6 +27,33 @@ class Terminated(KeyboardInterrupt):
 
 def on_sigterm(signum, frame):
     raise Terminated()
+
+
+@contextlib.contextmanager
+def signals_that_are_never_lost():
+    """SIGTERM unwinds like Ctrl-C. And a Ctrl-C or SIGTERM whose exception Python swallows, because it was
+    raised inside a destructor or a weakref callback (SQLAlchemy's, as objects are collected), is sent again
+    so that it is raised where the program is next, instead of the run going on to the end unasked. It is
+    sent from another thread a moment later: sent here, it would be raised at once, inside the hook, and
+    swallowed again."""
+    resent = []
+
+    def resend_a_swallowed_signal(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            sent = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+            resent.append(threading.Timer(0.02, os.kill, args=(os.getpid(), sent)))
+            resent[-1].start()
+        else:
+            previous_hook(unraisable)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, resend_a_swallowed_signal
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+        for timer in resent:  # a command that ends before its signal comes back still stops with it
+            timer.join()
+    finally:
+        sys.unraisablehook = previous_hook
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 def one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -288,11 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     Parser.argv = joined_values(sys.argv[1:] if argv is None else list(argv))
     args = parser.parse_args(Parser.argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
     args.out_json = sys.stdout  # with --json, only the JSON goes there: whatever else prints (a user's recipe
     try:                        # file at import, say) goes to stderr
         with contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else contextlib.nullcontext(), \
-                warnings.catch_warnings():
+                warnings.catch_warnings(), signals_that_are_never_lost():
             warnings.showwarning = one_line_warning
             return COMMANDS[args.command](args)
     except FastMnistError as exc:
