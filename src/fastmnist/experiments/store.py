@@ -10,6 +10,7 @@ dropped quietly. Everything is in Optuna's own schema: `optuna.load_study` reads
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -72,7 +73,8 @@ def open_study(url: str | None, name: str, stale_after: float = 60.0, directions
                                                  grace_period=max(1, int(stale_after)), **retry)
             study = optuna.create_study(storage=storage, study_name=name, directions=list(directions),
                                         sampler=sampler, load_if_exists=True)
-            return study, storage
+            gc.collect()  # the schema check defines ORM classes in Alembic's scripts, garbage at once: collected
+            return study, storage  # now, not mid-run, where their weakref callbacks would swallow a Ctrl-C
         except Exception as exc:  # bad URLs, missing drivers, unreachable servers, creation races
             if attempt + 1 < CREATE_TRIES and creation_race(exc):
                 time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
