@@ -49,16 +49,17 @@ class RunResult:
 
 
 @record_function("evaluation")
-def test_accuracy(model, batches, autocast, views=TEST_VIEWS["plain"]) -> tuple[float, bool]:
+def test_accuracy(model, batches, autocast, views: str = "plain") -> tuple[float, bool]:
     """Percent correct, and whether every output was a number: counted on the device, read once at the end
-    (on CUDA one host sync for the whole test pass). With views other than the plain image, the prediction is
-    the argmax of the softmax averaged over them (views.py)."""
+    (on CUDA one host sync for the whole test pass). With a set of views other than the plain image (a name
+    of views.TEST_VIEWS, as evaluate takes it), the prediction is the argmax of the softmax averaged over
+    them."""
     model.eval()
     correct, finite_outputs, total = None, None, 0
-    plain = views == TEST_VIEWS["plain"]
+    plain = views == "plain"
     with torch.no_grad(), autocast():
         for x, y in batches:
-            output = model(x) if plain else view_probabilities(model, x, views)
+            output = model(x) if plain else view_probabilities(model, x, TEST_VIEWS[views])
             hits, numbers = (output.argmax(1) == y).sum(), torch.isfinite(output).all()
             correct = hits if correct is None else correct + hits
             finite_outputs = numbers if finite_outputs is None else finite_outputs & numbers
@@ -106,7 +107,7 @@ def timed_run(engine: Engine, seed: int, warmup: bool, on_epoch) -> RunResult:
         last_epoch = diverged or epoch == recipe.epochs - 1 or warmup
         if recipe.eval_every_epoch or last_epoch:
             accuracy, finite_outputs = test_accuracy(run.forward, test_batches(data, recipe), run.step.autocast,
-                                                     TEST_VIEWS[recipe.test_views])
+                                                     recipe.test_views)
             testing += time.perf_counter() - trained  # test_accuracy reads its count: synced
             epoch_accuracies.append(accuracy)
             collapsed = last_epoch and not warmup and accuracy < COLLAPSED_BELOW
