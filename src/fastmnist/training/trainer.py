@@ -56,10 +56,10 @@ def test_accuracy(model, batches, autocast, views: str = "plain") -> tuple[float
     them."""
     model.eval()
     correct, finite_outputs, total = None, None, 0
-    plain = views == "plain"
+    plain, shifts = views == "plain", TEST_VIEWS[views]
     with torch.no_grad(), autocast():
         for x, y in batches:
-            output = model(x) if plain else view_probabilities(model, x, TEST_VIEWS[views])
+            output = model(x) if plain else view_probabilities(model, x, shifts)
             hits, numbers = (output.argmax(1) == y).sum(), torch.isfinite(output).all()
             correct = hits if correct is None else correct + hits
             finite_outputs = numbers if finite_outputs is None else finite_outputs & numbers
